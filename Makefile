@@ -1,0 +1,22 @@
+# source-ip-edge: entry points. Each concern's targets live in mk/<concern>.mk.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+BUILD := $(ROOT)/build
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/source-ip-edge
+export CACHE_DIR
+
+include $(sort $(wildcard $(ROOT)/mk/*.mk))
+
+.PHONY: help
+help:
+	@echo "make setup       install system packages and the Python virtualenv"
+	@echo "make unit        unit tests (no root, no toolchain)"
+	@echo "make render STACK=dev   offline render into build/render/STACK"
+	@echo "make toolchain   build/cache the Pulumi engine, plugins and istioctl"
+	@echo "make lab         local lab: pulumi up against a real HAProxy host over SSH"
+	@echo "make lab-down    destroy the lab stack and remove the lab"
+	@echo "make gateway-preview STACK=prod   the gateway's Envoy listeners, computed by istiod's code"
+	@echo "make test        everything (what .ci/run runs)"

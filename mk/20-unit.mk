@@ -1,0 +1,7 @@
+.PHONY: unit render
+unit: setup
+	$(PY) -m pytest -q tests/unit
+
+STACK ?= dev
+render: setup-python
+	$(PY) -m components.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
