@@ -1,0 +1,570 @@
+"""The stack configuration: raw `source-ip-edge:*` values in, frozen typed objects out.
+
+Validation happens here once, before any resource exists. Every error names the key path the
+user wrote (``source-ip-edge:access.allow[2]``) and says what is wrong; nothing downstream
+re-checks. The shape (types, allowed keys, enums) is a JSON schema (config_schema.json); the
+meaning (CIDRs, durations, uniqueness, cross-field rules) is checked in Python.
+
+Pure: imports nothing from pulumi.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import jsonschema
+
+PROJECT = "source-ip-edge"
+TOP_LEVEL_KEYS = ("haproxy", "gateway", "istio", "proxyProtocol", "access", "kubernetes")
+SECRET_KEYS = ("sshPrivateKey",)
+
+# Defaults. Pulumi.yaml documents the same values; tests/unit/test_pulumi_yaml.py keeps them equal.
+DEFAULT_ISTIO_VERSION = "1.28.1"
+DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
+DEFAULT_FRONTENDS = (
+    {"name": "http", "bind": ":80", "gatewayPort": "http"},
+    {"name": "https", "bind": ":443", "gatewayPort": "https"},
+)
+DEFAULT_TIMEOUTS = {
+    "connect": "5s",
+    "client": "50s",
+    "server": "50s",
+    "tunnel": "1h",
+    "clientFin": "30s",
+    "hardStopAfter": "1h",
+}
+DEFAULT_NODE_PORTS = {"http": 30080, "https": 30443, "status": 30021}
+# The Istio gateway chart's Service ports; with serviceType LoadBalancer HAProxy sends to these.
+GATEWAY_SERVICE_PORTS = {"http": 80, "https": 443, "status": 15021}
+# The gateway container's ports, which are Envoy's listener ports (80/443 in current charts).
+DEFAULT_TARGET_PORTS = {"http": 80, "https": 443}
+NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's default --service-node-port-range
+
+# Istio versions that matter to what we render.
+NATIVE_PROXY_PROTOCOL_SINCE = (1, 19)  # gatewayTopology.proxyProtocol
+LISTENER_FILTER_PATCH_SINCE = (1, 17)  # EnvoyFilter applyTo LISTENER_FILTER / INSERT_FIRST
+
+HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+)
+_DURATION = re.compile(r"^(\d+)(us|ms|s|m|h|d)?$")
+_DURATION_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_HAPROXY_MAX_TIMER_MS = 2**31 - 1
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]*)):(?P<port>\d+)$")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the stack configuration, worded for the user."""
+
+    def __init__(self, key_path: str, problem: str):
+        self.key_path = key_path
+        self.problem = problem
+        super().__init__(f"{PROJECT}:{key_path}: {problem}")
+
+
+# ---------------------------------------------------------------------------- typed configuration
+
+
+@dataclass(frozen=True)
+class SshHost:
+    """One HAProxy host, provisioned over SSH."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    host_key: str | None
+    """Pinned server key (`type base64`); None only with insecureIgnoreHostKey: true."""
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """Where a frontend listens: an IP (None for all IPv4 addresses) and a port."""
+
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    port: int
+
+    def haproxy(self) -> str:
+        if self.ip is None:
+            return f":{self.port}"
+        if self.ip.version == 6:
+            return f"[{self.ip}]:{self.port}"
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Frontend:
+    name: str
+    binds: tuple[BindAddress, ...]
+    gateway_port: str
+    """Which gateway port it forwards to: 'http' or 'https'."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: str
+    client: str
+    server: str
+    tunnel: str
+    client_fin: str
+    hard_stop_after: str
+
+
+@dataclass(frozen=True)
+class HAProxySettings:
+    hosts: tuple[SshHost, ...]
+    frontends: tuple[Frontend, ...]
+    balance: str
+    maxconn: int
+    timeouts: Timeouts
+    proxy_protocol_version: int
+    extra_global: tuple[str, ...]
+    extra_defaults: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    nodes: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    service_type: str
+    node_ports: Mapping[str, int]
+    """NodePorts of the gateway Service: http, https, status."""
+    target_ports: Mapping[str, int]
+    """The gateway container's ports for http and https: Envoy's listener ports."""
+    external_traffic_policy: str
+
+    @property
+    def backend_ports(self) -> dict[str, int]:
+        """Ports HAProxy connects to on each node: NodePorts, or the Service ports of an LB."""
+        if self.service_type == "NodePort":
+            return dict(self.node_ports)
+        return dict(GATEWAY_SERVICE_PORTS)
+
+
+@dataclass(frozen=True)
+class IstioSettings:
+    install: bool
+    version: str
+    chart_repository: str
+    namespace: str
+    gateway_name: str
+    gateway_labels: Mapping[str, str]
+    trusted_proxy_hops: int
+    """numTrustedProxies: Envoy's xff_num_trusted_hops."""
+    http_proxies_in_front: bool
+
+    @property
+    def version_tuple(self) -> tuple[int, int, int]:
+        return _version_tuple(self.version)
+
+
+@dataclass(frozen=True)
+class ProxyProtocolSettings:
+    mode: str
+    """'envoyfilter' or 'native'."""
+    strict: bool
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    """Direct peers (HAProxy egress addresses) allowed to reach the gateway; empty: no lock."""
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    context: str | None
+    render_yaml_to_directory: str | None
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    haproxy: HAProxySettings
+    gateway: GatewaySettings
+    istio: IstioSettings
+    proxy_protocol: ProxyProtocolSettings
+    access: AccessSettings
+    kubernetes: KubernetesSettings = field(default_factory=lambda: KubernetesSettings(None, None))
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads((Path(__file__).with_name("config_schema.json")).read_text())
+
+
+def parse_stack_config(raw: Mapping[str, Any], *, has_ssh_private_key: bool = True) -> StackConfig:
+    """Turn the raw project config (keys without the `source-ip-edge:` prefix) into a StackConfig.
+
+    Raises ConfigError naming the first bad key.
+    """
+    _check_shape(raw)
+    if not has_ssh_private_key:
+        raise ConfigError(
+            "sshPrivateKey",
+            "is required: set it with `pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519`",
+        )
+    istio = _parse_istio(raw.get("istio") or {})
+    proxy_protocol = _parse_proxy_protocol(raw.get("proxyProtocol") or {}, istio)
+    gateway = _parse_gateway(raw["gateway"])
+    haproxy = _parse_haproxy(raw["haproxy"])
+    access = _parse_access(raw.get("access") or {}, gateway)
+    kubernetes = _parse_kubernetes(raw.get("kubernetes") or {}, istio)
+    return StackConfig(haproxy, gateway, istio, proxy_protocol, access, kubernetes)
+
+
+def check_known_keys(full_keys: Iterable[str]) -> None:
+    """Refuse `source-ip-edge:*` keys we do not know (typos would otherwise be ignored)."""
+    known = set(TOP_LEVEL_KEYS) | set(SECRET_KEYS)
+    for full_key in sorted(full_keys):
+        namespace, _, key = full_key.partition(":")
+        if namespace == PROJECT and key.split(".")[0] not in known:
+            raise ConfigError(key, f"is not a known key (known: {', '.join(sorted(known))})")
+
+
+def _check_shape(raw: Mapping[str, Any]) -> None:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(dict(raw)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    error = errors[0]
+    path = _key_path(error.absolute_path)
+    if error.validator == "required":
+        missing = re.search(r"'([^']+)' is a required property", error.message)
+        name = missing.group(1) if missing else "?"
+        raise ConfigError(f"{path}.{name}" if path else name, "is required")
+    if error.validator == "additionalProperties":
+        extra = re.findall(r"'([^']+)'", error.message)
+        name = extra[0] if extra else "?"
+        raise ConfigError(f"{path}.{name}" if path else name, "is not a known key")
+    raise ConfigError(path or "(root)", _schema_problem(error))
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> str:
+    value = json.dumps(error.instance)
+    if error.validator == "enum":
+        return f"{value} is not one of {', '.join(json.dumps(v) for v in error.validator_value)}"
+    if error.validator == "type":
+        return f"{value} must be of type {error.validator_value}"
+    if error.validator == "pattern":
+        return f"{value} is not a valid name (expected pattern {error.validator_value})"
+    if error.validator in ("minimum", "maximum"):
+        return f"{value} is out of range ({error.schema.get('minimum')}..{error.schema.get('maximum')})"
+    if error.validator in ("minItems", "minLength", "minProperties"):
+        return f"{value} must not be empty"
+    if error.validator == "oneOf":
+        return f"{value} must be a string or a list of strings"
+    return error.message
+
+
+def _key_path(parts: Sequence[Any]) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
+    version = raw.get("version", DEFAULT_ISTIO_VERSION)
+    if not _VERSION.match(version):
+        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.28.1")
+    hops = raw.get("numTrustedProxies", 0)
+    http_proxies_in_front = raw.get("httpProxiesInFront", False)
+    if hops > 0 and not http_proxies_in_front:
+        # Behind a TCP-mode HAProxy nothing appends X-Forwarded-For, so every XFF entry Envoy
+        # would trust came from the visitor: numTrustedProxies 2 lets a visitor pick its own IP.
+        raise ConfigError(
+            "istio.numTrustedProxies",
+            f"{hops} would trust X-Forwarded-For entries a visitor can forge behind a TCP-mode HAProxy; "
+            "use 0, or set istio.httpProxiesInFront: true if real L7 proxies in front append X-Forwarded-For",
+        )
+    if http_proxies_in_front and hops == 0:
+        raise ConfigError(
+            "istio.numTrustedProxies",
+            "must count the L7 proxies in front (at least 1) when istio.httpProxiesInFront is true",
+        )
+    labels = raw.get("gatewayLabels", {"istio": "ingressgateway"})
+    return IstioSettings(
+        install=raw.get("install", True),
+        version=version,
+        chart_repository=raw.get("chartRepository", DEFAULT_CHART_REPOSITORY),
+        namespace=raw.get("namespace", "istio-system"),
+        gateway_name=raw.get("gatewayName", "istio-ingressgateway"),
+        gateway_labels=dict(labels),
+        trusted_proxy_hops=hops,
+        http_proxies_in_front=http_proxies_in_front,
+    )
+
+
+def _parse_proxy_protocol(raw: Mapping[str, Any], istio: IstioSettings) -> ProxyProtocolSettings:
+    mode = raw.get("mode", "envoyfilter")
+    strict = raw.get("strict", True)
+    version = istio.version_tuple[:2]
+    if mode == "native" and version < NATIVE_PROXY_PROTOCOL_SINCE:
+        raise ConfigError(
+            "proxyProtocol.mode",
+            f"native needs Istio >= 1.19 (gatewayTopology.proxyProtocol); istio.version is {istio.version}",
+        )
+    if mode == "envoyfilter" and version < LISTENER_FILTER_PATCH_SINCE:
+        raise ConfigError(
+            "proxyProtocol.mode",
+            f"envoyfilter needs Istio >= 1.17 (applyTo LISTENER_FILTER); istio.version is {istio.version}",
+        )
+    if not strict and mode != "envoyfilter":
+        raise ConfigError(
+            "proxyProtocol.strict",
+            "false needs mode envoyfilter: Istio's native gatewayTopology.proxyProtocol is always strict",
+        )
+    return ProxyProtocolSettings(mode=mode, strict=strict)
+
+
+def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
+    nodes = tuple(_parse_ip(node, f"gateway.nodes[{i}]") for i, node in enumerate(raw["nodes"]))
+    _refuse_duplicates(nodes, "gateway.nodes")
+    service_type = raw.get("serviceType", "NodePort")
+    if service_type == "LoadBalancer" and len(nodes) != 1:
+        raise ConfigError("gateway.nodes", "must hold exactly the load balancer's IP when serviceType is LoadBalancer")
+    node_ports = {**DEFAULT_NODE_PORTS, **raw.get("nodePorts", {})}
+    for name, port in node_ports.items():
+        if port not in NODE_PORT_RANGE:
+            raise ConfigError(
+                f"gateway.nodePorts.{name}",
+                f"{port} is outside the NodePort range {NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}",
+            )
+    _refuse_duplicates_in_mapping(node_ports, "gateway.nodePorts")
+    target_ports = {**DEFAULT_TARGET_PORTS, **raw.get("targetPorts", {})}
+    _refuse_duplicates_in_mapping(target_ports, "gateway.targetPorts")
+    return GatewaySettings(
+        nodes=nodes,
+        service_type=service_type,
+        node_ports=node_ports,
+        target_ports=target_ports,
+        external_traffic_policy=raw.get("externalTrafficPolicy", "Local"),
+    )
+
+
+def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
+    hosts = tuple(_parse_host(host, f"haproxy.hosts[{i}]") for i, host in enumerate(raw["hosts"]))
+    _refuse_duplicates([h.name for h in hosts], "haproxy.hosts", what="name")
+    _refuse_duplicates([(h.address, h.port) for h in hosts], "haproxy.hosts", what="address")
+    frontends = tuple(
+        _parse_frontend(frontend, f"haproxy.frontends[{i}]")
+        for i, frontend in enumerate(raw.get("frontends", DEFAULT_FRONTENDS))
+    )
+    _refuse_duplicates([f.name for f in frontends], "haproxy.frontends", what="name")
+    _refuse_bind_conflicts(frontends)
+    timeouts_raw = {**DEFAULT_TIMEOUTS, **raw.get("timeouts", {})}
+    for name, value in timeouts_raw.items():
+        _parse_duration(value, f"haproxy.timeouts.{name}")
+    extra = raw.get("extra", {})
+    extra_global = tuple(_parse_extra_line(line, f"haproxy.extra.global[{i}]") for i, line in enumerate(extra.get("global", [])))
+    extra_defaults = tuple(
+        _parse_extra_line(line, f"haproxy.extra.defaults[{i}]") for i, line in enumerate(extra.get("defaults", []))
+    )
+    return HAProxySettings(
+        hosts=hosts,
+        frontends=frontends,
+        balance=raw.get("balance", "roundrobin"),
+        maxconn=raw.get("maxconn", 4000),
+        timeouts=Timeouts(
+            connect=timeouts_raw["connect"],
+            client=timeouts_raw["client"],
+            server=timeouts_raw["server"],
+            tunnel=timeouts_raw["tunnel"],
+            client_fin=timeouts_raw["clientFin"],
+            hard_stop_after=timeouts_raw["hardStopAfter"],
+        ),
+        proxy_protocol_version=raw.get("proxyProtocolVersion", 2),
+        extra_global=extra_global,
+        extra_defaults=extra_defaults,
+    )
+
+
+def _parse_host(raw: Mapping[str, Any], key: str) -> SshHost:
+    address = raw["address"]
+    try:
+        address = str(ipaddress.ip_address(address))
+    except ValueError:
+        if not _HOSTNAME.match(address):
+            raise ConfigError(f"{key}.address", f"{address!r} is neither an IP address nor a host name") from None
+    host_key = raw.get("hostKey")
+    insecure = raw.get("insecureIgnoreHostKey", False)
+    if host_key is None and not insecure:
+        raise ConfigError(
+            f"{key}.hostKey",
+            "is required to pin the server's SSH key (e.g. `ssh-keyscan -t ed25519 HOST`); "
+            "set insecureIgnoreHostKey: true to accept any key",
+        )
+    if host_key is not None and insecure:
+        raise ConfigError(f"{key}.insecureIgnoreHostKey", "true contradicts the pinned hostKey; drop one of them")
+    if host_key is not None:
+        host_key = _parse_host_key(host_key, f"{key}.hostKey")
+    return SshHost(
+        name=raw["name"],
+        address=address,
+        port=raw.get("port", 22),
+        user=raw.get("user", "root"),
+        host_key=host_key,
+    )
+
+
+def _parse_host_key(value: str, key: str) -> str:
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in HOST_KEY_TYPES:
+        raise ConfigError(key, f"must be '<type> <base64>' with type one of {', '.join(HOST_KEY_TYPES)}")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(key, "the key material is not valid base64") from None
+    # The blob starts with its own type name (RFC 4253 §6.6): catches a key pasted under the wrong type.
+    if len(blob) < 4 or blob[4 : 4 + int.from_bytes(blob[:4], "big")].decode(errors="replace") != parts[0]:
+        raise ConfigError(key, f"the key material is not a {parts[0]} key")
+    return f"{parts[0]} {parts[1]}"
+
+
+def _parse_frontend(raw: Mapping[str, Any], key: str) -> Frontend:
+    bind_values = raw["bind"] if isinstance(raw["bind"], list) else [raw["bind"]]
+    binds = tuple(_parse_bind(value, f"{key}.bind" + (f"[{i}]" if isinstance(raw["bind"], list) else "")) for i, value in enumerate(bind_values))
+    return Frontend(name=raw["name"], binds=binds, gateway_port=raw["gatewayPort"])
+
+
+def _parse_bind(value: str, key: str) -> BindAddress:
+    match = _BIND.match(value)
+    if not match:
+        raise ConfigError(key, f"{value!r} is not ':PORT', 'IPV4:PORT' or '[IPV6]:PORT'")
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, f"port {port} is out of range (1..65535)")
+    text = match["v6"] if match["v6"] is not None else match["v4"]
+    if not text:
+        return BindAddress(None, port)
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an IP address") from None
+    if (match["v6"] is not None) != (ip.version == 6):
+        raise ConfigError(key, f"{text!r}: write IPv6 addresses in brackets and IPv4 without")
+    return BindAddress(ip, port)
+
+
+def _refuse_bind_conflicts(frontends: Sequence[Frontend]) -> None:
+    seen: dict[tuple[Any, int], str] = {}
+    for i, frontend in enumerate(frontends):
+        for bind in frontend.binds:
+            clash = seen.get((bind.ip, bind.port))
+            if clash is not None:
+                raise ConfigError(
+                    f"haproxy.frontends[{i}].bind", f"{bind.haproxy()} is already bound by frontend {clash!r}"
+                )
+            seen[(bind.ip, bind.port)] = frontend.name
+
+
+def _parse_extra_line(line: str, key: str) -> str:
+    # One directive per entry: a newline would let a value open a new section.
+    if "\n" in line or "\r" in line:
+        raise ConfigError(key, "must be a single line")
+    if not line.strip():
+        raise ConfigError(key, "must not be empty")
+    return line.strip()
+
+
+def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSettings:
+    allow = tuple(_parse_cidr(value, f"access.allow[{i}]") for i, value in enumerate(raw.get("allow", [])))
+    deny = tuple(_parse_cidr(value, f"access.deny[{i}]") for i, value in enumerate(raw.get("deny", [])))
+    peers = tuple(_parse_cidr(value, f"access.trustedPeers[{i}]") for i, value in enumerate(raw.get("trustedPeers", [])))
+    _refuse_duplicates(allow, "access.allow")
+    _refuse_duplicates(deny, "access.deny")
+    _refuse_duplicates(peers, "access.trustedPeers")
+    for i, network in enumerate(allow):
+        if network in deny:
+            raise ConfigError(f"access.allow[{i}]", f"{network} is also in access.deny; DENY wins, so remove one")
+    if peers and gateway.external_traffic_policy != "Local":
+        # With Cluster, kube-proxy SNATs: the gateway's direct peer is a node, not HAProxy.
+        raise ConfigError(
+            "access.trustedPeers",
+            "needs gateway.externalTrafficPolicy: Local (with Cluster the direct peer is a node IP)",
+        )
+    return AccessSettings(allow=allow, deny=deny, trusted_peers=peers)
+
+
+def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> KubernetesSettings:
+    render_dir = raw.get("renderYamlToDirectory")
+    if render_dir is not None and istio.install:
+        # pulumi-kubernetes cannot render helm.v3.Release to a directory (pulumi-kubernetes#1716).
+        raise ConfigError(
+            "kubernetes.renderYamlToDirectory",
+            "needs istio.install: false (Helm releases cannot be rendered to a directory)",
+        )
+    return KubernetesSettings(context=raw.get("context"), render_yaml_to_directory=render_dir)
+
+
+# ---------------------------------------------------------------------------- value parsers
+
+
+def _parse_ip(value: str, key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(key, f"{value!r} is not an IP address") from None
+
+
+def _parse_cidr(value: str, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        if "has host bits set" in str(error):
+            suggestion = ipaddress.ip_network(value, strict=False)
+            raise ConfigError(key, f"{value!r} has host bits set; did you mean {suggestion}?") from None
+        raise ConfigError(key, f"{value!r} is not a CIDR") from None
+
+
+def _parse_duration(value: str, key: str) -> float:
+    """HAProxy time format: a number with an optional unit (us, ms, s, m, h, d); bare means ms."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ConfigError(key, f"{value!r} is not an HAProxy duration such as 500ms, 5s, 1m or 1h")
+    millis = int(match[1]) * _DURATION_MS[match[2]]
+    if millis <= 0:
+        raise ConfigError(key, f"{value!r} must be greater than zero")
+    if millis > _HAPROXY_MAX_TIMER_MS:
+        raise ConfigError(key, f"{value!r} exceeds HAProxy's largest timer (about 24 days)")
+    return millis
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    match = _VERSION.match(version)
+    assert match, version
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+def _refuse_duplicates(values: Sequence[Any], key: str, *, what: str = "entry") -> None:
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            shown = value if not isinstance(value, tuple) else ":".join(map(str, value))
+            raise ConfigError(f"{key}[{i}]", f"duplicate {what} {shown} (also at [{seen[value]}])")
+        seen[value] = i
+
+
+def _refuse_duplicates_in_mapping(mapping: Mapping[str, int], key: str) -> None:
+    seen: dict[int, str] = {}
+    for name, value in mapping.items():
+        if value in seen:
+            raise ConfigError(f"{key}.{name}", f"{value} is already used by {key}.{seen[value]}")
+        seen[value] = name

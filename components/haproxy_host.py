@@ -1,0 +1,60 @@
+"""HAProxyHost: one HAProxy host, provisioned over SSH with pulumi-command."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, TypedDict
+
+import pulumi
+import pulumi_command as command
+
+from .config import SshHost
+from .remote_scripts import apply_script, install_script, restore_script
+
+
+class HAProxyHostArgs(TypedDict):
+    host: SshHost
+    """Where to connect, and the pinned host key."""
+    ssh_private_key: pulumi.Input[str]
+    """The private key (a secret); the connection and so every stdout are secret in state."""
+    haproxy_config: str
+    """The rendered haproxy.cfg."""
+    after: Sequence[pulumi.Resource]
+    """HAProxy starts sending PROXY headers only once the gateway accepts them."""
+
+
+class HAProxyHost(pulumi.ComponentResource):
+    install: command.remote.Command
+    """Installs the haproxy package (idempotent)."""
+    config: command.remote.Command
+    """Stages, checks (`haproxy -c`), swaps in and reloads haproxy.cfg; destroy restores."""
+
+    def __init__(self, name: str, args: HAProxyHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("source-ip-edge:haproxy:HAProxyHost", name, {}, opts)
+        host = args["host"]
+        connection = command.remote.ConnectionArgs(
+            host=host.address,
+            port=host.port,
+            user=host.user,
+            private_key=pulumi.Output.secret(args["ssh_private_key"]),
+            # Without host_key any server key is accepted (pulumi-command); config.py insists on it
+            # unless the user wrote insecureIgnoreHostKey: true.
+            host_key=host.host_key,
+        )
+        self.install = command.remote.Command(
+            f"{name}-install",
+            connection=connection,
+            create=install_script(),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        script = apply_script(args["haproxy_config"])
+        # The config text sits inside the command, so `pulumi preview --diff` shows its changed
+        # lines, and an unchanged file re-runs nothing (remote.Command runs on input changes only).
+        self.config = command.remote.Command(
+            f"{name}-config",
+            connection=connection,
+            create=script,
+            update=script,
+            delete=restore_script(),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install, *args["after"]]),
+        )
+        self.register_outputs({"address": host.address})

@@ -1,0 +1,31 @@
+"""The program body, shared by __main__.py (a real `pulumi up`) and render.py (mocks)."""
+
+from __future__ import annotations
+
+import pulumi
+
+from .config import ConfigError, PROJECT, TOP_LEVEL_KEYS, check_known_keys, parse_stack_config
+from .source_ip_edge import SourceIpEdge
+
+
+def read_stack_config():
+    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback."""
+    pulumi_config = pulumi.Config(PROJECT)
+    try:
+        check_known_keys(pulumi.runtime.get_config_env().keys())
+        raw = {key: pulumi_config.get_object(key) for key in TOP_LEVEL_KEYS}
+        ssh_private_key = pulumi_config.get_secret("sshPrivateKey")
+        config = parse_stack_config(
+            {key: value for key, value in raw.items() if value is not None},
+            has_ssh_private_key=ssh_private_key is not None,
+        )
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    except ValueError as error:  # e.g. a value that is not valid JSON where an object is expected
+        raise pulumi.RunError(f"{PROJECT}: {error}") from None
+    return config, ssh_private_key
+
+
+def build() -> SourceIpEdge:
+    config, ssh_private_key = read_stack_config()
+    return SourceIpEdge("edge", {"config": config, "ssh_private_key": ssh_private_key})

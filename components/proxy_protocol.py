@@ -1,0 +1,59 @@
+"""ProxyProtocol: the gateway reads the PROXY header (EnvoyFilter or native) and rolls on change."""
+
+from __future__ import annotations
+
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .config import StackConfig
+from .proxy_protocol_objects import envoy_filter, gateway_deployment_patch
+
+
+class ProxyProtocolArgs(TypedDict):
+    config: StackConfig
+    """The validated stack configuration."""
+    provider: Optional[k8s.Provider]
+    """Kubernetes provider; None uses the ambient kubeconfig."""
+    mesh: pulumi.Resource
+    """The IstioMesh; its gateway must exist before we patch it."""
+
+
+class ProxyProtocol(pulumi.ComponentResource):
+    resources: list[pulumi.CustomResource]
+    """What the gateway needs to accept PROXY headers; HAProxy waits for these."""
+
+    def __init__(self, name: str, args: ProxyProtocolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("source-ip-edge:istio:ProxyProtocol", name, {}, opts)
+        config = args["config"]
+        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=[args["mesh"]])
+        self.resources = []
+        filter_object = envoy_filter(config)
+        if filter_object is not None:
+            self.resources.append(
+                k8s.apiextensions.CustomResource(
+                    f"{name}-envoyfilter",
+                    api_version=filter_object["apiVersion"],
+                    kind=filter_object["kind"],
+                    metadata=filter_object["metadata"],
+                    spec=filter_object["spec"],
+                    opts=child_opts,
+                )
+            )
+        patch = gateway_deployment_patch(config)
+        if patch is not None:
+            # Adopted gateway: patch only its pod annotations (server-side apply, field manager
+            # owns nothing else), which both configures and rolls the pods.
+            self.resources.append(
+                k8s.apps.v1.DeploymentPatch(
+                    f"{name}-gateway-roll",
+                    metadata={**patch["metadata"], "annotations": {"pulumi.com/patchForce": "true"}},
+                    spec=patch["spec"],
+                    opts=pulumi.ResourceOptions.merge(
+                        child_opts,
+                        pulumi.ResourceOptions(depends_on=self.resources[:1]),
+                    ),
+                )
+            )
+        self.register_outputs({"mode": config.proxy_protocol.mode, "strict": config.proxy_protocol.strict})

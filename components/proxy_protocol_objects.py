@@ -1,0 +1,111 @@
+"""How the gateway learns to read the PROXY header: an EnvoyFilter, or Istio's native field.
+
+Pure: imports nothing from pulumi. Never both at once: the header would be parsed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .config import StackConfig
+
+PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
+PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
+ROLL_ANNOTATION = "source-ip-edge/proxy-protocol-hash"
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+
+
+def envoy_filter_name(config: StackConfig) -> str:
+    return f"{config.istio.gateway_name}-proxy-protocol"
+
+
+def listener_ports(config: StackConfig) -> list[int]:
+    """The gateway's Envoy listener ports that HAProxy sends to (container ports, not NodePorts)."""
+    used = {frontend.gateway_port for frontend in config.haproxy.frontends}
+    return sorted({config.gateway.target_ports[name] for name in used})
+
+
+def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
+    """The EnvoyFilter for mode envoyfilter, else None."""
+    if config.proxy_protocol.mode != "envoyfilter":
+        return None
+    typed_config: dict[str, Any] = {"@type": PROXY_PROTOCOL_TYPE}
+    if not config.proxy_protocol.strict:
+        # Migration window: connections without a header are still served (Envoy v3 API field).
+        typed_config["allow_requests_without_proxy_protocol"] = True
+    patches = [
+        {
+            # LISTENER_FILTER + INSERT_FIRST (Istio >= 1.17) puts proxy_protocol before the
+            # tls_inspector Istio adds for SNI. The blog's LISTENER + MERGE of listener_filters
+            # appends instead, so tls_inspector would read the PROXY header and TLS breaks
+            # (istiod envoyfilter/listener_patch.go). Name-only filters without typed_config
+            # are rejected since Istio 1.19.
+            "applyTo": "LISTENER_FILTER",
+            "match": {"context": "GATEWAY", "listener": {"portNumber": port}},
+            "patch": {
+                "operation": "INSERT_FIRST",
+                "value": {"name": PROXY_PROTOCOL_FILTER, "typed_config": typed_config},
+            },
+        }
+        # Scoped to the ports HAProxy sends to: other listeners of this gateway keep working
+        # for clients that send no header.
+        for port in listener_ports(config)
+    ]
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": envoy_filter_name(config), "namespace": config.istio.namespace},
+        "spec": {
+            "workloadSelector": {"labels": dict(config.istio.gateway_labels)},
+            "configPatches": patches,
+        },
+    }
+
+
+def gateway_topology(config: StackConfig) -> dict[str, Any]:
+    """ProxyConfig.gatewayTopology for the gateway."""
+    # 0 behind a TCP-mode HAProxy: nothing in front appends X-Forwarded-For (config.py refuses more
+    # unless istio.httpProxiesInFront says real L7 proxies do).
+    topology: dict[str, Any] = {"numTrustedProxies": config.istio.trusted_proxy_hops}
+    if config.proxy_protocol.mode == "native":
+        # Istio >= 1.19: proxy_protocol on every listener of this gateway, strict.
+        topology["proxyProtocol"] = {}
+    return topology
+
+
+def proxy_protocol_hash(config: StackConfig) -> str:
+    """A digest of everything that changes how the gateway reads connections.
+
+    ProxyConfig is read at pod start only, so a change must roll the pods; the digest goes into
+    the pod template, and Kubernetes does a rolling update when it changes.
+    """
+    material = {
+        "gatewayTopology": gateway_topology(config),
+        "envoyFilter": envoy_filter(config),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def gateway_pod_annotations(config: StackConfig) -> dict[str, str]:
+    """Pod-template annotations for the gateway Deployment."""
+    annotations = {ROLL_ANNOTATION: proxy_protocol_hash(config)}
+    if not config.istio.install:
+        # An adopted gateway does not get our mesh config: give its pods the ProxyConfig directly.
+        # The annotation replaces the whole gatewayTopology, so it carries numTrustedProxies too.
+        annotations[PROXY_CONFIG_ANNOTATION] = json.dumps({"gatewayTopology": gateway_topology(config)}, sort_keys=True)
+    return annotations
+
+
+def gateway_deployment_patch(config: StackConfig) -> dict[str, Any] | None:
+    """For an adopted Istio (install: false): a server-side-apply patch of the gateway Deployment
+    that sets our pod annotations and so rolls the pods when they change."""
+    if config.istio.install:
+        return None
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": config.istio.gateway_name, "namespace": config.istio.namespace},
+        "spec": {"template": {"metadata": {"annotations": gateway_pod_annotations(config)}}},
+    }

@@ -1,0 +1,76 @@
+"""SourceIpEdge: the whole edge, wired in the order that never drops a visitor."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .config import StackConfig
+from .haproxy_config import render_haproxy_config
+from .haproxy_host import HAProxyHost
+from .istio_mesh import IstioMesh
+from .proxy_protocol import ProxyProtocol
+from .source_ip_policy import SourceIpPolicy
+from .stack_outputs import stack_outputs
+
+
+class SourceIpEdgeArgs(TypedDict):
+    config: StackConfig
+    """The validated stack configuration."""
+    ssh_private_key: pulumi.Input[str]
+    """SSH key for the HAProxy hosts (secret)."""
+
+
+class SourceIpEdge(pulumi.ComponentResource):
+    outputs: dict[str, Any]
+    """The stack outputs (see stack_outputs.py for the contract)."""
+    haproxy_config: str
+    """The haproxy.cfg every host gets."""
+
+    def __init__(self, name: str, args: SourceIpEdgeArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("source-ip-edge:edge:SourceIpEdge", name, {}, opts)
+        config = args["config"]
+        provider = _kubernetes_provider(name, config, self)
+        # 1. Istio (CRDs, istiod, gateway), 2. the gateway accepts PROXY (lenient first when
+        # strict is false), 3. HAProxy starts sending it, 4. policies on the real client address.
+        self.mesh = IstioMesh(f"{name}-mesh", {"config": config, "provider": provider}, pulumi.ResourceOptions(parent=self))
+        self.proxy_protocol = ProxyProtocol(
+            f"{name}-proxy-protocol",
+            {"config": config, "provider": provider, "mesh": self.mesh},
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.haproxy_config = haproxy_config = render_haproxy_config(config)
+        self.hosts = [
+            HAProxyHost(
+                f"{name}-{host.name}",
+                {
+                    "host": host,
+                    "ssh_private_key": args["ssh_private_key"],
+                    "haproxy_config": haproxy_config,
+                    "after": [self.proxy_protocol],
+                },
+                pulumi.ResourceOptions(parent=self),
+            )
+            for host in config.haproxy.hosts
+        ]
+        self.policy = SourceIpPolicy(
+            f"{name}-policy",
+            {"config": config, "provider": provider, "after": self.hosts},
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.outputs = stack_outputs(config)
+        self.register_outputs(self.outputs)
+
+
+def _kubernetes_provider(name: str, config: StackConfig, parent: pulumi.Resource) -> Optional[k8s.Provider]:
+    settings = config.kubernetes
+    if settings.context is None and settings.render_yaml_to_directory is None:
+        return None
+    return k8s.Provider(
+        f"{name}-kubernetes",
+        context=settings.context,
+        render_yaml_to_directory=settings.render_yaml_to_directory,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

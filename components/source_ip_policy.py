@@ -1,0 +1,40 @@
+"""SourceIpPolicy: AuthorizationPolicies on the gateway by the visitor's (PROXY-derived) address."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .authorization_policies import authorization_policies
+from .config import StackConfig
+
+
+class SourceIpPolicyArgs(TypedDict):
+    config: StackConfig
+    """The validated stack configuration."""
+    provider: Optional[k8s.Provider]
+    """Kubernetes provider; None uses the ambient kubeconfig."""
+    after: Sequence[pulumi.Resource]
+    """Policies go in once the real client address reaches the gateway (HAProxy sends PROXY)."""
+
+
+class SourceIpPolicy(pulumi.ComponentResource):
+    policies: list[k8s.apiextensions.CustomResource]
+    """The AuthorizationPolicies, DENY before ALLOW."""
+
+    def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
+        self.policies = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-{policy['metadata']['name']}",
+                api_version=policy["apiVersion"],
+                kind=policy["kind"],
+                metadata=policy["metadata"],
+                spec=policy["spec"],
+                opts=pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"])),
+            )
+            for policy in authorization_policies(args["config"])
+        ]
+        self.register_outputs({"policies": [p.metadata["name"] for p in self.policies]})

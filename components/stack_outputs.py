@@ -1,0 +1,51 @@
+"""The stack outputs other stacks read through a StackReference. Names are a stable contract.
+
+Pure: imports nothing from pulumi.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .authorization_policies import policy_names
+from .config import StackConfig
+from .haproxy_config import config_sha256, render_haproxy_config
+from .proxy_protocol_objects import envoy_filter, envoy_filter_name
+
+
+def stack_outputs(config: StackConfig) -> dict[str, Any]:
+    haproxy, gateway, istio = config.haproxy, config.gateway, config.istio
+    ports = gateway.backend_ports
+    return {
+        "haproxyHosts": [{"name": h.name, "address": h.address, "port": h.port} for h in haproxy.hosts],
+        "frontends": [
+            {
+                "name": f.name,
+                "binds": [b.haproxy() for b in f.binds],
+                "gatewayPort": f.gateway_port,
+                "backendPort": ports[f.gateway_port],
+                "targetPort": gateway.target_ports[f.gateway_port],
+            }
+            for f in haproxy.frontends
+        ],
+        "gatewayBackends": [
+            {"address": str(node), "http": ports["http"], "https": ports["https"], "status": ports["status"]}
+            for node in gateway.nodes
+        ],
+        "proxyProtocol": {
+            "mode": config.proxy_protocol.mode,
+            "strict": config.proxy_protocol.strict,
+            "version": haproxy.proxy_protocol_version,
+        },
+        "numTrustedProxies": istio.trusted_proxy_hops,
+        "envoyFilterName": f"{istio.namespace}/{envoy_filter_name(config)}" if envoy_filter(config) else None,
+        "authorizationPolicies": policy_names(config),
+        "haproxyConfigSha256": config_sha256(render_haproxy_config(config)),
+        "istioVersion": istio.version,
+        "gateway": {
+            "namespace": istio.namespace,
+            "name": istio.gateway_name,
+            "labels": dict(istio.gateway_labels),
+            "managed": istio.install,
+        },
+    }
