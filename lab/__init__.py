@@ -1,0 +1,1 @@
+"""The local lab: network namespaces with an HAProxy host (sshd), gateway stand-ins and visitors."""

@@ -1,0 +1,52 @@
+# Shared settings of the local lab. Sourced by lab/*.sh; LAB_NAME selects an instance.
+#
+# Every address is from a documentation range and lives only inside network
+# namespaces the lab creates. The root namespace gets one veth and one /32
+# route, to the lab's HAProxy host, so the Pulumi engine here can SSH to it.
+set -euo pipefail
+
+LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_NAME=${LAB_NAME:-lab}
+CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/source-ip-edge}
+LAB_CACHE=$CACHE_DIR/lab
+ROOTFS_TARBALL=$LAB_CACHE/bookworm-minbase-sshd.tar.gz
+APT_REPO_DIR=$LAB_CACHE/apt
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+LAB_DIR=$LAB_REPO/build/$LAB_NAME
+HOST_ROOT=$LAB_DIR/root
+PID_DIR=$LAB_DIR/pids
+
+case "$LAB_NAME" in
+  lab)      NS_PREFIX=sie;  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10 ;;
+  lab-test) NS_PREFIX=siet; EDGE_ADDR=203.0.113.11; EDGE_ADDR6=2001:db8:113::11 ;;
+  *) echo "LAB_NAME must be lab or lab-test" >&2; exit 2 ;;
+esac
+
+NS_ROUTER=$NS_PREFIX-rt
+NS_EDGE=$NS_PREFIX-edge
+NS_VISITOR1=$NS_PREFIX-v1
+NS_VISITOR2=$NS_PREFIX-v2
+NS_GATEWAY1=$NS_PREFIX-gw1
+NS_GATEWAY2=$NS_PREFIX-gw2
+LAB_NAMESPACES="$NS_ROUTER $NS_EDGE $NS_VISITOR1 $NS_VISITOR2 $NS_GATEWAY1 $NS_GATEWAY2"
+ROOT_VETH=$NS_PREFIX-0            # the root namespace's end of the link to the lab
+ROOT_ADDR=203.0.113.254           # its address (a /32), the source of the engine's SSH
+
+VISITOR1=198.51.100.7
+VISITOR1_6=2001:db8:100::7
+VISITOR2=198.51.100.8
+GATEWAY1=192.0.2.50
+GATEWAY2=192.0.2.51
+APT_ADDR=203.0.113.1              # the router's address on the edge link serves the apt repo
+APT_PORT=8080
+NODE_PORT_HTTP=30080
+NODE_PORT_HTTPS=30443
+NODE_PORT_STATUS=30021
+
+log() { echo "lab[$LAB_NAME]: $*"; }
+
+# Mount points under $1, deepest first.
+mounts_under() {
+  awk -v root="$1" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/self/mounts | sort -r
+}

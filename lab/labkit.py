@@ -1,0 +1,130 @@
+"""Helpers to look at and drive a running lab (see lab/up.sh); used by lab/prove.py and tests/lab.
+
+Every request goes to addresses inside the lab's own network namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LOAD_SCRIPT = Path(__file__).resolve().with_name("load.py")
+
+
+@dataclass(frozen=True)
+class Visitor:
+    name: str
+    namespace: str
+    address: str
+    target: str
+    """The HAProxy host address this visitor connects to (IPv4 or IPv6)."""
+
+    def url(self, scheme: str) -> str:
+        host = f"[{self.target}]" if ":" in self.target else self.target
+        return f"{scheme}://{host}/"
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    dir: Path
+    host_root: Path
+    private_key_file: Path
+    known_hosts_file: Path
+    edge_namespace: str
+    edge_address: str
+    visitors: tuple[Visitor, ...]
+    gateways: tuple[dict, ...]
+
+    @classmethod
+    def load(cls, name: str = "lab") -> "Lab":
+        raw = json.loads((REPO / "build" / name / "lab.json").read_text())
+        return cls(
+            name=raw["name"],
+            dir=Path(raw["dir"]),
+            host_root=Path(raw["hostRoot"]),
+            private_key_file=Path(raw["privateKeyFile"]),
+            known_hosts_file=Path(raw["knownHostsFile"]),
+            edge_namespace=raw["edge"]["namespace"],
+            edge_address=raw["edge"]["address"],
+            visitors=tuple(Visitor(**v) for v in raw["visitors"]),
+            gateways=tuple(raw["gateways"]),
+        )
+
+    def host_path(self, path: str) -> Path:
+        """A file of the HAProxy host, read straight from its root directory."""
+        return self.host_root / path.lstrip("/")
+
+    def ssh(self, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", "-q", "-i", str(self.private_key_file), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+             "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={self.known_hosts_file}",
+             "-o", "StrictHostKeyChecking=yes", f"root@{self.edge_address}", command],
+            capture_output=True, text=True, timeout=timeout,
+        )
+
+    def master_pid(self) -> int | None:
+        """The HAProxy master's pid from the host's pidfile, if that process is alive."""
+        pidfile = self.host_path("/run/haproxy.pid")
+        if not pidfile.exists():
+            return None
+        text = pidfile.read_text().split()
+        if not text:
+            return None
+        pid = int(text[0])
+        return pid if _is_live_haproxy(pid) else None
+
+    def haproxy_pids(self) -> set[int]:
+        """Every live haproxy process on the HAProxy host (in its network namespace)."""
+        return {pid for pid in self.namespace_pids(self.edge_namespace) if _is_live_haproxy(pid)}
+
+    @staticmethod
+    def namespace_pids(namespace: str) -> set[int]:
+        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=10)
+        return {int(p) for p in out.stdout.split()}
+
+    def seen_by_gateway(self, visitor: Visitor, scheme: str) -> str:
+        """What the gateway stand-in answered: the client address it read from the PROXY header."""
+        argv = ["curl", "-sS", "--max-time", "5", "-k", visitor.url(scheme)]
+        result = in_namespace(visitor.namespace, argv, timeout=15)
+        if result.returncode != 0:
+            return f"error: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+        return result.stdout.strip()
+
+    def start_load(self, visitor: Visitor, scheme: str = "http", seconds: float = 10,
+                   max_requests: int = 50_000, concurrency: int = 4) -> subprocess.Popen:
+        """A bounded load from a visitor: a new connection per request; stops by itself."""
+        argv = [sys.executable, str(LOAD_SCRIPT), "--url", visitor.url(scheme), "--expect", visitor.address,
+                "--seconds", str(seconds), "--max-requests", str(max_requests), "--concurrency", str(concurrency)]
+        return subprocess.Popen(["ip", "netns", "exec", visitor.namespace, *argv],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load_result(process: subprocess.Popen, timeout: float) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    if process.returncode != 0:
+        raise RuntimeError(f"load generator failed: {err.strip()}")
+    return json.loads(out)
+
+
+def in_namespace(namespace: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _is_live_haproxy(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return status.startswith("Name:\thaproxy") and "\nState:\tZ" not in status
+
+
+def pulumi_env() -> dict[str, str]:
+    """This process's environment (the toolchain's PATH, backend and passphrase come from make)."""
+    return dict(os.environ)

@@ -1,0 +1,40 @@
+# The local lab: `make lab` converges the lab stack against a real HAProxy host over SSH
+# and proves the visitor's address reaches the gateway. See lab/up.sh for the topology.
+LAB_NAME ?= lab
+export LAB_NAME
+TOOLCHAIN_ENV = eval "$$($(MAKE) -s --no-print-directory toolchain-env)"
+
+.PHONY: lab lab-cache lab-setup lab-up lab-prove lab-validate lab-down lab-test
+lab: lab-setup toolchain
+	@start=$$(date +%s); \
+	$(TOOLCHAIN_ENV) && bash lab/stack.sh up && \
+	$(MAKE) -s --no-print-directory lab-prove lab-validate && \
+	echo "make lab: done in $$(( $$(date +%s) - start ))s after set-up"
+
+lab-cache: setup-system
+	bash lab/cache-rootfs.sh
+
+lab-setup: setup lab-cache
+	bash lab/up.sh
+
+lab-prove:
+	$(PY) -m lab.prove $(LAB_NAME)
+
+# The Kubernetes objects the kubernetes provider rendered, checked by Istio's own validation.
+lab-validate:
+	@files=$$(find $(BUILD)/$(LAB_NAME)/kubernetes -name '*.yaml' 2>/dev/null | sort); \
+	if [ -z "$$files" ]; then echo "no rendered Kubernetes YAML under $(BUILD)/$(LAB_NAME)/kubernetes" >&2; exit 1; fi; \
+	$(TOOLCHAIN_ENV) && istioctl validate $$(printf ' -f %s' $$files)
+
+lab-down:
+	@status=0; \
+	if [ -f $(BUILD)/$(LAB_NAME)/up ] && $(MAKE) -s --no-print-directory toolchain-env >/dev/null 2>&1; then \
+	  $(TOOLCHAIN_ENV) && bash lab/stack.sh destroy || status=$$?; \
+	fi; \
+	bash lab/down.sh; exit $$status
+
+# Integration tests on their own lab instance and stack ('lab-test'), through the Automation API.
+lab-test: setup lab-cache toolchain
+	$(TOOLCHAIN_ENV) && $(PY) -m pytest -q -p no:cacheprovider tests/lab
+
+TEST_LAYERS += lab-test
