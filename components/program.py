@@ -12,7 +12,7 @@ def read_stack_config():
     """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback."""
     pulumi_config = pulumi.Config(PROJECT)
     try:
-        check_known_keys(pulumi.runtime.get_config_env().keys())
+        check_known_keys(_all_config_keys())
         raw = {key: pulumi_config.get_object(key) for key in TOP_LEVEL_KEYS}
         ssh_private_key = pulumi_config.get_secret("sshPrivateKey")
         config = parse_stack_config(
@@ -24,6 +24,13 @@ def read_stack_config():
     except ValueError as error:  # e.g. a value that is not valid JSON where an object is expected
         raise pulumi.RunError(f"{PROJECT}: {error}") from None
     return config, ssh_private_key
+
+
+def _all_config_keys() -> set[str]:
+    # The SDK has no public "list all keys"; its config map is where the engine puts them.
+    keys = set(pulumi.runtime.get_config_env())
+    keys.update(getattr(pulumi.runtime.config, "CONFIG").get())
+    return keys
 
 
 def build() -> SourceIpEdge:

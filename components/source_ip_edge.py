@@ -49,7 +49,7 @@ class SourceIpEdge(pulumi.ComponentResource):
                     "host": host,
                     "ssh_private_key": args["ssh_private_key"],
                     "haproxy_config": haproxy_config,
-                    "after": [self.proxy_protocol],
+                    "after": [self.mesh, self.proxy_protocol],
                 },
                 pulumi.ResourceOptions(parent=self),
             )

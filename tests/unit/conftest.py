@@ -1,0 +1,49 @@
+"""Shared builders for unit tests: a valid raw configuration to mutate."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.config import StackConfig, parse_stack_config
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBGKfyAcxm9D8pOf8FS3yH4MTmOd5yqHvq2NI6DdM7h"
+
+
+def valid_raw() -> dict[str, Any]:
+    return copy.deepcopy(
+        {
+            "haproxy": {"hosts": [{"name": "edge-1", "address": "203.0.113.10", "hostKey": HOST_KEY}]},
+            "gateway": {"nodes": ["192.0.2.50", "192.0.2.51"]},
+            "istio": {"version": "1.28.1"},
+            "proxyProtocol": {"mode": "envoyfilter", "strict": True},
+            "access": {"allow": [], "deny": []},
+        }
+    )
+
+
+def make_config(mutate=None) -> StackConfig:
+    raw = valid_raw()
+    if mutate:
+        mutate(raw)
+    return parse_stack_config(raw)
+
+
+def haproxy_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`haproxy -c` on a config; HAProxy is installed by `make setup`, so a missing one fails."""
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    assert Path(binary).exists(), "haproxy is not installed: run `make setup`"
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    return subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def raw():
+    return valid_raw()

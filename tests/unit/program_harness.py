@@ -1,0 +1,103 @@
+"""Run the Pulumi program under mocks and record every registration (type, name, parent,
+dependencies, inputs), so tests can check components and the edges between them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+
+from components.program import build
+
+TEST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-placeholder\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    dependencies: list[str]
+    provider: str
+    inputs: dict
+
+
+@dataclass
+class Run:
+    registrations: list[Registration] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    edge: Any = None
+
+    def one(self, type_: str, name_suffix: str = "") -> Registration:
+        found = [r for r in self.registrations if r.type == type_ and r.name.endswith(name_suffix)]
+        assert len(found) == 1, f"{type_} {name_suffix}: {[r.name for r in found]}"
+        return found[0]
+
+    def all(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args):
+        return f"{args.name}-id", args.inputs
+
+    def call(self, args):
+        return {}
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks, run: Run):
+        super().__init__(mocks)
+        self.run = run
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object) if request.custom else {}
+            self.run.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    dependencies=list(request.dependencies),
+                    provider=request.provider,
+                    inputs=inputs,
+                )
+            )
+        return response
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker for a secret value
+
+
+def unwrap_secret(value: Any) -> tuple[bool, Any]:
+    """(is it a secret?, the value inside) for a deserialized input."""
+    if isinstance(value, dict) and value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        return True, value["value"]
+    return False, value
+
+
+def run_program(raw_config: dict[str, Any], *, ssh_private_key: str | None = TEST_PRIVATE_KEY) -> Run:
+    config = {f"source-ip-edge:{key}": json.dumps(value) for key, value in raw_config.items()}
+    secret_keys = []
+    if ssh_private_key is not None:
+        config["source-ip-edge:sshPrivateKey"] = ssh_private_key
+        secret_keys.append("source-ip-edge:sshPrivateKey")
+    pulumi.runtime.set_all_config(config, secret_keys)
+    run = Run()
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(mocks, project="source-ip-edge", stack="unit", preview=False, monitor=_RecordingMonitor(mocks, run))
+
+    @pulumi.runtime.test
+    def program():
+        run.edge = build()
+        run.outputs = run.edge.outputs
+        return pulumi.Output.from_input(run.edge.outputs)
+
+    program()
+    return run

@@ -1,0 +1,121 @@
+"""The haproxy.cfg renderer: structure, determinism, and HAProxy's own check on the result."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components.haproxy_config import config_sha256, render_haproxy_config
+
+from .conftest import haproxy_check, make_config
+
+
+def _section(text: str, header: str) -> list[str]:
+    lines = text.splitlines()
+    start = lines.index(header)
+    body = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        body.append(line.strip())
+    return body
+
+
+def test_default_config_passes_haproxy_check(tmp_path):
+    result = haproxy_check(render_haproxy_config(make_config()), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_global_has_admin_socket_that_hands_over_listeners():
+    glob = _section(render_haproxy_config(make_config()), "global")
+    assert "stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners" in glob
+    assert "hard-stop-after 1h" in glob
+    assert "chroot /var/lib/haproxy" in glob and "user haproxy" in glob and "group haproxy" in glob
+    assert "maxconn 4000" in glob
+    assert any(line.startswith("log ") for line in glob)
+
+
+def test_defaults_are_tcp_with_tunnel_and_client_fin_timeouts():
+    defaults = _section(render_haproxy_config(make_config()), "defaults")
+    assert "mode tcp" in defaults and "option tcplog" in defaults
+    for expected in ("timeout connect 5s", "timeout client 50s", "timeout server 50s", "timeout tunnel 1h", "timeout client-fin 30s"):
+        assert expected in defaults
+
+
+def test_frontends_bind_80_and_443_by_default_and_ipv6_binds_are_v6only(tmp_path):
+    text = render_haproxy_config(make_config())
+    assert _section(text, "frontend http") == ["bind :80", "default_backend gateway_http"]
+    assert _section(text, "frontend https") == ["bind :443", "default_backend gateway_https"]
+    config = make_config(
+        lambda r: r["haproxy"].update(frontends=[{"name": "https", "bind": [":443", "[::]:443"], "gatewayPort": "https"}])
+    )
+    text = render_haproxy_config(config)
+    assert _section(text, "frontend https")[:2] == ["bind :443", "bind [::]:443 v6only"]
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
+def test_backend_sends_proxy_v2_to_every_node_and_checks_the_status_port():
+    text = render_haproxy_config(make_config())
+    https = _section(text, "backend gateway_https")
+    assert "option httpchk GET /healthz/ready" in https
+    default_server = next(line for line in https if line.startswith("default-server"))
+    assert "send-proxy-v2" in default_server.split() and "port 30021" in default_server
+    # No PROXY header on the check: the status port does not expect one.
+    assert "check-send-proxy" not in text
+    assert [line for line in https if line.startswith("server ")] == [
+        "server node-192.0.2.50 192.0.2.50:30443",
+        "server node-192.0.2.51 192.0.2.51:30443",
+    ]
+
+
+def test_proxy_protocol_v1_when_configured(tmp_path):
+    text = render_haproxy_config(make_config(lambda r: r["haproxy"].update(proxyProtocolVersion=1)))
+    assert re.search(r"default-server .* send-proxy$", text, re.M)
+    assert "send-proxy-v2" not in text
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
+def test_ipv6_gateway_node_is_bracketed(tmp_path):
+    text = render_haproxy_config(make_config(lambda r: r["gateway"].update(nodes=["2001:db8::50"])))
+    assert "server node-2001:db8::50 [2001:db8::50]:30080" in text
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
+def test_load_balancer_backend_uses_service_ports():
+    config = make_config(lambda r: r["gateway"].update(serviceType="LoadBalancer", nodes=["192.0.2.99"]))
+    text = render_haproxy_config(config)
+    assert "server node-192.0.2.99 192.0.2.99:443" in text and "port 15021" in text
+
+
+def test_adding_a_node_changes_only_server_lines():
+    before = render_haproxy_config(make_config()).splitlines()
+    after = render_haproxy_config(make_config(lambda r: r["gateway"]["nodes"].append("192.0.2.52"))).splitlines()
+    added = [line for line in after if line not in before]
+    assert added == ["    server node-192.0.2.52 192.0.2.52:30080", "    server node-192.0.2.52 192.0.2.52:30443"]
+    assert all(line in after for line in before)
+
+
+def test_extra_lines_land_in_their_section_and_are_checked_by_haproxy(tmp_path):
+    config = make_config(lambda r: r["haproxy"].update(extra={"global": ["nbthread 2"], "defaults": ["option redispatch"]}))
+    text = render_haproxy_config(config)
+    assert "nbthread 2" in _section(text, "global")
+    assert "option redispatch" in _section(text, "defaults")
+    assert haproxy_check(text, tmp_path).returncode == 0
+    bad = make_config(lambda r: r["haproxy"].update(extra={"global": ["no-such-directive 1"]}))
+    result = haproxy_check(render_haproxy_config(bad), tmp_path)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("balance", ["roundrobin", "leastconn", "source", "first", "static-rr"])
+def test_every_balance_algorithm_passes_haproxy_check(balance, tmp_path):
+    text = render_haproxy_config(make_config(lambda r: r["haproxy"].update(balance=balance)))
+    assert f"balance {balance}" in text
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
+def test_rendering_is_deterministic_and_hash_follows_content():
+    first, second = render_haproxy_config(make_config()), render_haproxy_config(make_config())
+    assert first == second
+    changed = render_haproxy_config(make_config(lambda r: r["haproxy"].update(balance="leastconn")))
+    assert config_sha256(first) == config_sha256(second) != config_sha256(changed)

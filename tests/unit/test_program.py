@@ -1,0 +1,173 @@
+"""The program under Pulumi mocks: components, their children, dependency edges, outputs, errors."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components.haproxy_config import config_sha256, render_haproxy_config
+from components.config import parse_stack_config
+
+from .conftest import valid_raw
+from .program_harness import TEST_PRIVATE_KEY, run_program, unwrap_secret
+
+COMMAND = "command:remote:Command"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+ENVOY_FILTER = "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
+AUTHZ = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
+DEPLOYMENT_PATCH = "kubernetes:apps/v1:DeploymentPatch"
+
+
+def _with_access(raw):
+    raw["access"] = {"allow": ["198.51.100.0/24"], "deny": ["198.51.100.66/32"]}
+    raw["haproxy"]["hosts"].append(dict(raw["haproxy"]["hosts"][0], name="edge-2", address="203.0.113.11"))
+    return raw
+
+
+@pytest.fixture(scope="module")
+def envoyfilter_run():
+    return run_program(_with_access(valid_raw()))
+
+
+def test_components_are_typed_and_children_are_parented(envoyfilter_run):
+    by_urn = {r.urn: r for r in envoyfilter_run.registrations}
+    types = {r.type for r in envoyfilter_run.registrations}
+    assert {
+        "source-ip-edge:edge:SourceIpEdge",
+        "source-ip-edge:istio:IstioMesh",
+        "source-ip-edge:istio:ProxyProtocol",
+        "source-ip-edge:istio:SourceIpPolicy",
+        "source-ip-edge:haproxy:HAProxyHost",
+    } <= types
+    for registration in envoyfilter_run.registrations:
+        if registration.type == "source-ip-edge:edge:SourceIpEdge":
+            continue
+        assert registration.parent in by_urn, f"{registration.name} is not parented to a component"
+        assert registration.name.startswith("edge-"), registration.name
+
+
+def test_istio_releases_install_in_order(envoyfilter_run):
+    releases = envoyfilter_run.all(RELEASE)
+    assert [r.inputs["chart"] for r in releases] == ["base", "istiod", "gateway"]
+    assert releases[1].urn not in releases[0].dependencies
+    assert releases[0].urn in releases[1].dependencies
+    assert releases[1].urn in releases[2].dependencies
+    assert releases[0].inputs["repositoryOpts"]["repo"] == "https://istio-release.storage.googleapis.com/charts"
+    assert {r.inputs["version"] for r in releases} == {"1.28.1"}
+
+
+def test_envoy_filter_waits_for_the_gateway(envoyfilter_run):
+    envoy_filter = envoyfilter_run.one(ENVOY_FILTER)
+    gateway = envoyfilter_run.all(RELEASE)[-1]
+    assert gateway.urn in envoy_filter.dependencies
+    assert envoy_filter.inputs["spec"]["configPatches"][0]["patch"]["operation"] == "INSERT_FIRST"
+
+
+def test_haproxy_sends_proxy_only_after_the_gateway_accepts_it(envoyfilter_run):
+    envoy_filter = envoyfilter_run.one(ENVOY_FILTER)
+    for host in ("edge-1", "edge-2"):
+        install = envoyfilter_run.one(COMMAND, f"-{host}-install")
+        config = envoyfilter_run.one(COMMAND, f"-{host}-config")
+        assert envoy_filter.urn in config.dependencies
+        assert install.urn in config.dependencies
+        assert envoy_filter.urn not in install.dependencies  # installing the package can start early
+
+
+def test_policies_come_after_haproxy_sends_proxy(envoyfilter_run):
+    policies = envoyfilter_run.all(AUTHZ)
+    assert sorted(p.inputs["spec"]["action"] for p in policies) == ["ALLOW", "DENY"]
+    configs = [envoyfilter_run.one(COMMAND, f"-{h}-config").urn for h in ("edge-1", "edge-2")]
+    for policy in policies:
+        assert set(configs) <= set(policy.dependencies)
+
+
+def test_haproxy_host_commands_carry_the_config_and_pin_the_host_key(envoyfilter_run):
+    config = envoyfilter_run.one(COMMAND, "-edge-1-config")
+    expected = render_haproxy_config(parse_stack_config(_with_access(valid_raw())))
+    assert expected in config.inputs["create"]
+    assert config.inputs["update"] == config.inputs["create"]
+    assert "haproxy" in config.inputs["delete"]
+    _, connection = unwrap_secret(config.inputs["connection"])
+    assert connection["host"] == "203.0.113.10"
+    assert connection["hostKey"] == valid_raw()["haproxy"]["hosts"][0]["hostKey"]
+    assert connection["user"] == "root" and connection["port"] == 22
+
+
+def test_private_key_is_secret_in_the_connection(envoyfilter_run):
+    config = envoyfilter_run.one(COMMAND, "-edge-1-config")
+    # The whole connection is a secret, so state keeps it encrypted and stdout is secret too.
+    is_secret, connection = unwrap_secret(config.inputs["connection"])
+    assert is_secret
+    assert unwrap_secret(connection["privateKey"])[1] == TEST_PRIVATE_KEY
+    for command in envoyfilter_run.all(COMMAND):
+        for field in ("create", "update", "delete"):
+            assert "PRIVATE KEY" not in str(command.inputs.get(field, ""))
+
+
+def test_stack_outputs_contract(envoyfilter_run):
+    outputs = envoyfilter_run.outputs
+    assert set(outputs) >= {
+        "haproxyHosts",
+        "frontends",
+        "gatewayBackends",
+        "proxyProtocol",
+        "numTrustedProxies",
+        "envoyFilterName",
+        "authorizationPolicies",
+        "haproxyConfigSha256",
+        "istioVersion",
+    }
+    assert outputs["haproxyHosts"][1] == {"name": "edge-2", "address": "203.0.113.11", "port": 22}
+    assert outputs["proxyProtocol"] == {"mode": "envoyfilter", "strict": True, "version": 2}
+    assert outputs["numTrustedProxies"] == 0
+    assert outputs["envoyFilterName"] == "istio-system/istio-ingressgateway-proxy-protocol"
+    assert outputs["authorizationPolicies"] == [
+        "istio-system/istio-ingressgateway-source-ip-deny",
+        "istio-system/istio-ingressgateway-source-ip-allow",
+    ]
+    assert outputs["gatewayBackends"][0] == {"address": "192.0.2.50", "http": 30080, "https": 30443, "status": 30021}
+    expected_cfg = render_haproxy_config(parse_stack_config(_with_access(valid_raw())))
+    assert outputs["haproxyConfigSha256"] == config_sha256(expected_cfg)
+    assert outputs["istioVersion"] == "1.28.1"
+
+
+def test_native_mode_makes_no_envoy_filter_and_configures_istiod():
+    raw = valid_raw()
+    raw["proxyProtocol"] = {"mode": "native", "strict": True}
+    run = run_program(raw)
+    assert run.all(ENVOY_FILTER) == []
+    istiod = run.all(RELEASE)[1]
+    assert istiod.inputs["values"]["meshConfig"]["defaultConfig"]["gatewayTopology"]["proxyProtocol"] == {}
+    assert run.outputs["envoyFilterName"] is None
+    # HAProxy still waits for the gateway that now reads PROXY.
+    gateway = run.all(RELEASE)[2]
+    assert gateway.urn in run.one(COMMAND, "-edge-1-config").dependencies
+
+
+def test_adopted_istio_manages_only_our_objects_through_a_given_provider(tmp_path):
+    raw = valid_raw()
+    raw["istio"] = {"install": False, "version": "1.28.1"}
+    raw["kubernetes"] = {"renderYamlToDirectory": str(tmp_path)}
+    run = run_program(raw)
+    assert run.all(RELEASE) == []
+    provider = run.one("pulumi:providers:kubernetes")
+    assert provider.inputs["renderYamlToDirectory"] == str(tmp_path)
+    patch = run.one(DEPLOYMENT_PATCH)
+    assert patch.inputs["metadata"]["name"] == "istio-ingressgateway"
+    assert "proxy.istio.io/config" in patch.inputs["spec"]["template"]["metadata"]["annotations"]
+    envoy_filter = run.one(ENVOY_FILTER)
+    assert envoy_filter.provider.startswith(provider.urn)
+    assert envoy_filter.urn in patch.dependencies
+
+
+def test_bad_config_fails_before_any_resource_with_one_line():
+    raw = valid_raw()
+    raw["access"] = {"allow": ["10.0.0.0/33"]}
+    with pytest.raises(pulumi.RunError) as caught:
+        run_program(raw)
+    assert str(caught.value) == "source-ip-edge:access.allow[0]: '10.0.0.0/33' is not a CIDR"
+
+
+def test_missing_private_key_is_refused():
+    with pytest.raises(pulumi.RunError, match="sshPrivateKey: is required"):
+        run_program(valid_raw(), ssh_private_key=None)

@@ -1,0 +1,42 @@
+"""Pulumi.yaml documents every key of the contract, with the program's own defaults."""
+
+from __future__ import annotations
+
+import yaml
+
+from components.config import DEFAULT_CHART_REPOSITORY, DEFAULT_ISTIO_VERSION, SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
+
+from .conftest import ROOT, valid_raw
+
+
+def _project():
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+
+
+def test_project_is_python_with_a_virtualenv():
+    project = _project()
+    assert project["name"] == "source-ip-edge"
+    assert project["runtime"]["name"] == "python"
+    assert project["runtime"]["options"]["virtualenv"] == ".venv"
+
+
+def test_every_key_is_declared_with_type_and_description():
+    declared = _project()["config"]
+    assert set(declared) == set(TOP_LEVEL_KEYS) | set(SECRET_KEYS)
+    for key, declaration in declared.items():
+        assert declaration["type"] in ("object", "string"), key
+        assert len(declaration["description"]) > 20, key
+    assert declared["sshPrivateKey"]["secret"] is True
+
+
+def test_declared_defaults_equal_the_programs_defaults():
+    declared = _project()["config"]
+    raw = valid_raw()
+    for key in ("istio", "proxyProtocol", "access", "kubernetes"):
+        raw.pop(key, None)
+    from_program = parse_stack_config(raw)
+    raw.update({key: declared[key]["default"] for key in ("istio", "proxyProtocol", "access", "kubernetes")})
+    from_pulumi_yaml = parse_stack_config(raw)
+    assert from_program == from_pulumi_yaml
+    assert declared["istio"]["default"]["version"] == DEFAULT_ISTIO_VERSION
+    assert declared["istio"]["default"]["chartRepository"] == DEFAULT_CHART_REPOSITORY
