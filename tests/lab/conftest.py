@@ -1,0 +1,79 @@
+"""Fixtures for the lab layer: a lab instance of its own ('lab-test') and its stack, via the Automation API.
+
+Everything is torn down in finalizers, also when a test fails: the stack is destroyed
+and removed, then lab/down.sh stops every process in the lab's namespaces by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from lab.labkit import REPO, Lab
+
+LAB_NAME = "lab-test"
+STACK_NAME = "lab-test"
+
+
+def _lab_script(script: str, *args: str) -> None:
+    env = dict(os.environ, LAB_NAME=LAB_NAME)
+    result = subprocess.run(["bash", str(REPO / "lab" / script), *args], env=env, capture_output=True,
+                            text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@dataclass
+class Edge:
+    """The lab and the stack under test, plus everything the runs printed (checked for secrets)."""
+
+    lab: Lab
+    stack: object
+    logs: list[str] = field(default_factory=list)
+
+    def collect(self, text: str) -> None:
+        self.logs.append(text)
+
+    def sshd_logins(self) -> int:
+        log = self.lab.host_path("/var/log/sshd.log")
+        return log.read_text().count("Accepted publickey") if log.exists() else 0
+
+
+@pytest.fixture(scope="session")
+def edge():
+    if os.geteuid() != 0:
+        pytest.skip("the lab creates network namespaces: run as root (make lab-test)")
+    if shutil.which("pulumi") is None:
+        pytest.fail("no pulumi on PATH: run through `make lab-test`, which builds and loads the toolchain")
+    from pulumi import automation as auto
+
+    stack = None
+    try:
+        _lab_script("up.sh")
+        _lab_script("stack.sh", "prepare")  # creates the stack, sets the SSH key secret from stdin
+        stack = auto.select_stack(stack_name=STACK_NAME, work_dir=str(REPO))
+        # Start with one gateway node; test_config_change adds the second.
+        stack.remove_config("source-ip-edge:gateway.nodes[1]", path=True)
+        yield Edge(lab=Lab.load(LAB_NAME), stack=stack)
+    finally:
+        try:
+            if stack is not None:
+                try:
+                    stack.destroy(color="never")
+                finally:
+                    stack.workspace.remove_stack(STACK_NAME, force=True)
+        finally:
+            _lab_script("down.sh")
+
+
+def backend_files(stack_name: str) -> list[Path]:
+    """The file backend's files for one stack (state, backups, history)."""
+    url = os.environ.get("PULUMI_BACKEND_URL", "")
+    assert url.startswith("file://"), f"the lab tests use a file backend, not {url!r}"
+    root = Path(url[len("file://"):]).expanduser() / ".pulumi"
+    return [p for p in root.rglob("*") if p.is_file() and stack_name in p.name]

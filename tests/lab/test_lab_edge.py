@@ -1,0 +1,178 @@
+"""The lab layer: the real Pulumi engine (Automation API) converges a real HAProxy host over SSH.
+
+The tests run in file order and share one stack; each states the behaviour it checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+import pytest
+from pulumi import automation as auto
+
+from lab.labkit import load_result
+from tests.lab.conftest import STACK_NAME, backend_files
+
+CONFIG = "/etc/haproxy/haproxy.cfg"
+ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
+GATEWAY_2 = "192.0.2.51"
+
+
+def _up(edge) -> auto.UpResult:
+    return edge.stack.up(color="never", on_output=edge.collect)
+
+
+def _preview(edge, **kwargs) -> auto.PreviewResult:
+    return edge.stack.preview(color="never", on_output=edge.collect, **kwargs)
+
+
+def _assert_visitors_arrive(edge) -> None:
+    for visitor in edge.lab.visitors:
+        for scheme in ("http", "https"):
+            assert edge.lab.seen_by_gateway(visitor, scheme) == visitor.address, (visitor, scheme)
+
+
+def test_up_installs_haproxy_and_the_visitor_address_arrives(edge) -> None:
+    assert edge.lab.ssh("command -v haproxy").returncode != 0, "the lab host starts without haproxy"
+    result = _up(edge)
+    assert result.summary.result == "succeeded"
+    assert edge.lab.master_pid() is not None
+    _assert_visitors_arrive(edge)
+    outputs = result.outputs
+    assert "haproxyHosts" in outputs and "haproxyConfigSha256" in outputs
+
+
+def test_second_preview_reports_no_changes_and_runs_no_remote_command(edge) -> None:
+    logins = edge.sshd_logins()
+    master = edge.lab.master_pid()
+    preview = _preview(edge, expect_no_changes=True)
+    assert set(preview.change_summary) == {"same"}, preview.change_summary
+    started = time.monotonic()
+    result = edge.stack.up(color="never", on_output=edge.collect, expect_no_changes=True)
+    print(f"no-op pulumi up: {time.monotonic() - started:.1f}s")
+    assert set(result.summary.resource_changes or {}) == {"same"}, result.summary.resource_changes
+    assert edge.sshd_logins() == logins, "a converged stack must not run anything on the host"
+    assert edge.lab.master_pid() == master
+
+
+def test_config_change_shows_readable_lines_and_reloads_seamlessly_under_load(edge) -> None:
+    stack = edge.stack
+    stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("leastconn"), path=True)
+    stack.set_config("source-ip-edge:gateway.nodes[1]", auto.ConfigValue(GATEWAY_2), path=True)
+
+    preview = _preview(edge, diff=True)
+    assert preview.change_summary.get("update", 0) >= 1, preview.change_summary
+    diff = preview.stdout
+    # The changed haproxy.cfg lines themselves, not only a hash.
+    assert re.search(r"^\s*[-~].*balance roundrobin", diff, re.M), diff
+    assert re.search(r"^\s*[+~].*balance leastconn", diff, re.M), diff
+    assert re.search(rf"^\s*[+~].*server node-{re.escape(GATEWAY_2)} {re.escape(GATEWAY_2)}:30080", diff, re.M), diff
+
+    master = edge.lab.master_pid()
+    visitor = edge.lab.visitors[0]
+    load = edge.lab.start_load(visitor, seconds=12, max_requests=60_000, concurrency=4)
+    try:
+        time.sleep(2)  # the load is running before the reload
+        result = _up(edge)
+    finally:
+        counts = load_result(load, timeout=60)
+    print(f"reload under load: {counts}")
+    assert result.summary.result == "succeeded"
+    assert counts["requests"] > 100, counts
+    assert counts["failed"] == 0, counts
+    assert edge.lab.master_pid() == master, "a reload keeps the master; a restart would not"
+    live = edge.lab.host_path(CONFIG).read_text()
+    assert "balance leastconn" in live and f"{GATEWAY_2}:30080" in live
+    _assert_visitors_arrive(edge)
+
+
+def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> None:
+    stack = edge.stack
+    live_before = edge.lab.host_path(CONFIG).read_bytes()
+    master = edge.lab.master_pid()
+    processes = edge.lab.haproxy_pids()
+
+    # Passes our validation (extra lines are raw), but HAProxy has no such keyword.
+    stack.set_config("source-ip-edge:haproxy.extra.global[0]", auto.ConfigValue("no-such-keyword 1"), path=True)
+    with pytest.raises(auto.CommandError) as failure:
+        _up(edge)
+    edge.collect(str(failure.value))
+    assert "haproxy -c rejected the new config" in str(failure.value)
+    assert edge.lab.host_path(CONFIG).read_bytes() == live_before
+    assert edge.lab.master_pid() == master
+    assert edge.lab.haproxy_pids() == processes
+    _assert_visitors_arrive(edge)
+
+    stack.remove_config("source-ip-edge:haproxy.extra", path=True)
+    result = _up(edge)
+    assert result.summary.result == "succeeded"
+    assert set(_preview(edge).change_summary) == {"same"}
+    assert edge.lab.host_path(CONFIG).read_bytes() == live_before
+
+
+def test_another_stack_reads_the_outputs_through_a_stack_reference(edge) -> None:
+    import pulumi
+
+    produced = edge.stack.outputs()
+
+    def consumer() -> None:
+        ref = pulumi.StackReference(f"organization/source-ip-edge/{STACK_NAME}")
+        pulumi.export("hosts", ref.get_output("haproxyHosts"))
+        pulumi.export("configSha256", ref.get_output("haproxyConfigSha256"))
+
+    with tempfile.TemporaryDirectory() as work_dir:
+        stack = auto.create_or_select_stack(
+            stack_name=f"{STACK_NAME}-consumer", project_name="source-ip-edge-consumer", program=consumer,
+            opts=auto.LocalWorkspaceOptions(work_dir=work_dir),
+        )
+        try:
+            result = stack.up(color="never", on_output=edge.collect)
+            assert result.outputs["hosts"].value == produced["haproxyHosts"].value
+            assert result.outputs["configSha256"].value == produced["haproxyConfigSha256"].value
+        finally:
+            stack.destroy(color="never")
+            stack.workspace.remove_stack(f"{STACK_NAME}-consumer", force=True)
+
+
+def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
+    key_lines = [
+        line for line in edge.lab.private_key_file.read_text().splitlines()
+        if line and not line.startswith("-----")
+    ]
+    assert key_lines
+    secrets = key_lines[:]
+    passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")
+    if len(passphrase) >= 8:
+        secrets.append(passphrase)
+
+    texts = {"logs of the runs": "\n".join(edge.logs)}
+    texts["exported state"] = str(edge.stack.export_stack().deployment)
+    texts["outputs"] = str({k: v.value for k, v in edge.stack.outputs().items()})
+    texts["Pulumi.lab-test.yaml"] = (edge.lab.dir.parent.parent / f"Pulumi.{STACK_NAME}.yaml").read_text()
+    files = backend_files(STACK_NAME)
+    assert files, "the file backend holds the stack's state"
+    for path in files:
+        raw = path.read_bytes()
+        texts[str(path)] = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
+    for where, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret appears in plain text in {where}"
+
+
+def test_destroy_restores_the_original_config_and_leaves_no_process(edge) -> None:
+    original = edge.lab.host_path(ORIGINAL).read_text()
+    edge.stack.destroy(color="never", on_output=edge.collect)
+    assert edge.lab.host_path(CONFIG).read_text() == original
+    assert not edge.lab.host_path(ORIGINAL).exists()
+    assert not edge.lab.host_path("/var/lib/source-ip-edge").exists()
+    deadline = time.monotonic() + 10
+    while edge.lab.haproxy_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert edge.lab.haproxy_pids() == set()
+    # The lab host is intact otherwise: sshd still answers.
+    assert edge.lab.ssh("true").returncode == 0
