@@ -26,7 +26,7 @@ TOP_LEVEL_KEYS = ("haproxy", "gateway", "istio", "proxyProtocol", "access", "kub
 SECRET_KEYS = ("sshPrivateKey",)
 
 # Defaults. Pulumi.yaml documents the same values; tests/unit/test_pulumi_yaml.py keeps them equal.
-DEFAULT_ISTIO_VERSION = "1.28.1"
+DEFAULT_ISTIO_VERSION = "1.31.4"
 DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
 DEFAULT_FRONTENDS = (
     {"name": "http", "bind": ":80", "gatewayPort": "http"},
@@ -283,7 +283,7 @@ def _key_path(parts: Sequence[Any]) -> str:
 def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
     version = raw.get("version", DEFAULT_ISTIO_VERSION)
     if not _VERSION.match(version):
-        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.28.1")
+        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.31.4")
     hops = raw.get("numTrustedProxies", 0)
     http_proxies_in_front = raw.get("httpProxiesInFront", False)
     if hops > 0 and not http_proxies_in_front:

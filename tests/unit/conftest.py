@@ -21,7 +21,7 @@ def valid_raw() -> dict[str, Any]:
         {
             "haproxy": {"hosts": [{"name": "edge-1", "address": "203.0.113.10", "hostKey": HOST_KEY}]},
             "gateway": {"nodes": ["192.0.2.50", "192.0.2.51"]},
-            "istio": {"version": "1.28.1"},
+            "istio": {"version": "1.31.4"},
             "proxyProtocol": {"mode": "envoyfilter", "strict": True},
             "access": {"allow": [], "deny": []},
         }

@@ -68,7 +68,7 @@ def test_native_mode_has_no_envoy_filter_and_sets_gateway_topology():
 def test_istiod_values_carry_gateway_topology_and_gateway_is_a_pinned_nodeport():
     base, istiod, gateway = istio_releases(make_config(_native))
     assert [r.chart for r in (base, istiod, gateway)] == ["base", "istiod", "gateway"]
-    assert {r.version for r in (base, istiod, gateway)} == {"1.28.1"}
+    assert {r.version for r in (base, istiod, gateway)} == {"1.31.4"}
     assert istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {"numTrustedProxies": 0, "proxyProtocol": {}}
     service = gateway.values["service"]
     assert service["type"] == "NodePort" and service["externalTrafficPolicy"] == "Local"

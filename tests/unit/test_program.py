@@ -53,7 +53,7 @@ def test_istio_releases_install_in_order(envoyfilter_run):
     assert releases[0].urn in releases[1].dependencies
     assert releases[1].urn in releases[2].dependencies
     assert releases[0].inputs["repositoryOpts"]["repo"] == "https://istio-release.storage.googleapis.com/charts"
-    assert {r.inputs["version"] for r in releases} == {"1.28.1"}
+    assert {r.inputs["version"] for r in releases} == {"1.31.4"}
 
 
 def test_envoy_filter_waits_for_the_gateway(envoyfilter_run):
@@ -128,7 +128,7 @@ def test_stack_outputs_contract(envoyfilter_run):
     assert outputs["gatewayBackends"][0] == {"address": "192.0.2.50", "http": 30080, "https": 30443, "status": 30021}
     expected_cfg = render_haproxy_config(parse_stack_config(_with_access(valid_raw())))
     assert outputs["haproxyConfigSha256"] == config_sha256(expected_cfg)
-    assert outputs["istioVersion"] == "1.28.1"
+    assert outputs["istioVersion"] == "1.31.4"
 
 
 def test_native_mode_makes_no_envoy_filter_and_configures_istiod():
@@ -146,7 +146,7 @@ def test_native_mode_makes_no_envoy_filter_and_configures_istiod():
 
 def test_adopted_istio_manages_only_our_objects_through_a_given_provider(tmp_path):
     raw = valid_raw()
-    raw["istio"] = {"install": False, "version": "1.28.1"}
+    raw["istio"] = {"install": False, "version": "1.31.4"}
     raw["kubernetes"] = {"renderYamlToDirectory": str(tmp_path)}
     run = run_program(raw)
     assert run.all(RELEASE) == []
