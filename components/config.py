@@ -511,6 +511,8 @@ def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> Kubernete
             "kubernetes.renderYamlToDirectory",
             "needs istio.install: false (Helm releases cannot be rendered to a directory)",
         )
+    if render_dir is not None and raw.get("context") is not None:
+        raise ConfigError("kubernetes.context", "cannot be combined with kubernetes.renderYamlToDirectory (no cluster is used)")
     return KubernetesSettings(context=raw.get("context"), render_yaml_to_directory=render_dir)
 
 

@@ -120,6 +120,8 @@ BAD_VALUES = [
     ("extra-multiline", _set(("haproxy", "extra"), {"global": ["nbthread 2\nfrontend evil"]}), "haproxy.extra.global[0]", "single line"),
     ("extra-type", _set(("haproxy", "extra"), {"defaults": "option redispatch"}), "haproxy.extra.defaults", "must be of type array"),
     ("render-with-install", _set(("kubernetes",), {"renderYamlToDirectory": "/tmp/out"}), "kubernetes.renderYamlToDirectory", "istio.install: false"),
+    ("render-with-context", _set(("kubernetes",), {"renderYamlToDirectory": "/tmp/out", "context": "prod"}), "kubernetes.renderYamlToDirectory", "istio.install: false"),
+    ("context-with-render", lambda r: (r["istio"].update(install=False), r.update(kubernetes={"renderYamlToDirectory": "/tmp/out", "context": "prod"})), "kubernetes.context", "cannot be combined"),
     ("unknown-section", _set(("acess",), {}), "acess", "not a known key"),
 ]
 
