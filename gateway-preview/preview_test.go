@@ -1,0 +1,351 @@
+package main
+
+// Tests on the listeners istiod generates for each rendered stack. The render directories come
+// from `make gateway-test` (GATEWAY_PREVIEW_RENDERS=DIR, one sub-directory per stack, and
+// GATEWAY_PREVIEW_STACK_FILES=DIR:DIR, where Pulumi.<stack>.yaml files are found).
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
+	networking "istio.io/api/networking/v1alpha3"
+	"istio.io/istio/pilot/pkg/config/kube/crd"
+	"istio.io/istio/pilot/pkg/simulation"
+	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/schema/gvk"
+)
+
+func TestMain(m *testing.M) {
+	quietIstioLogs()
+	os.Exit(m.Run())
+}
+
+// renderedStack is one stack's render and the expectations from its stack file.
+type renderedStack struct {
+	name   string
+	stack  *RenderedStack
+	expect Expectations
+}
+
+func loadRenders(t *testing.T) []renderedStack {
+	t.Helper()
+	root := os.Getenv("GATEWAY_PREVIEW_RENDERS")
+	if root == "" {
+		t.Fatal("GATEWAY_PREVIEW_RENDERS is not set: run `make gateway-test`, which renders the stacks first")
+	}
+	dirs, err := filepath.Glob(filepath.Join(root, "*", "outputs.json"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no rendered stacks under %s", root)
+	}
+	sort.Strings(dirs)
+	var out []renderedStack
+	for _, outputs := range dirs {
+		dir := filepath.Dir(outputs)
+		name := filepath.Base(dir)
+		s, err := LoadRenderedStack(dir)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		access, err := LoadStackAccess(findStackFile(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := ExpectationsFor(s, access)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out = append(out, renderedStack{name: name, stack: s, expect: e})
+	}
+	return out
+}
+
+func findStackFile(t *testing.T, stack string) string {
+	t.Helper()
+	for _, dir := range filepath.SplitList(os.Getenv("GATEWAY_PREVIEW_STACK_FILES")) {
+		path := filepath.Join(dir, "Pulumi."+stack+".yaml")
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+	}
+	t.Fatalf("no Pulumi.%s.yaml in GATEWAY_PREVIEW_STACK_FILES=%q", stack, os.Getenv("GATEWAY_PREVIEW_STACK_FILES"))
+	return ""
+}
+
+// gateway starts istiod for a stack and returns the gateway's listeners.
+func gateway(t *testing.T, s *RenderedStack, extra ...config.Config) (*GatewayRun, []*listener.Listener) {
+	t.Helper()
+	gw, err := StartGateway(t, s, sampleAppsYAML, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw, gw.Listeners()
+}
+
+func expectNoProblems(t *testing.T, what string, problems []string) {
+	t.Helper()
+	for _, p := range problems {
+		t.Errorf("%s: %s", what, p)
+	}
+}
+
+// TestRendersCoverEveryMode keeps the suite honest: each proxy-protocol mode and strictness, and
+// both an installed and an adopted Istio, are among the rendered stacks.
+func TestRendersCoverEveryMode(t *testing.T) {
+	want := map[string]bool{"envoyfilter strict": false, "envoyfilter lenient": false, "native strict": false, "adopted": false, "installed": false}
+	for _, r := range loadRenders(t) {
+		pp := r.stack.Outputs.ProxyProtocol
+		key := pp.Mode + " strict"
+		if !pp.Strict {
+			key = pp.Mode + " lenient"
+		}
+		want[key] = true
+		if r.stack.Outputs.Gateway.Managed {
+			want["installed"] = true
+		} else {
+			want["adopted"] = true
+		}
+	}
+	for k, covered := range want {
+		if !covered {
+			t.Errorf("no rendered stack covers %s", k)
+		}
+	}
+}
+
+// TestGatewayListeners runs the checks on each stack's generated listeners.
+func TestGatewayListeners(t *testing.T) {
+	for _, r := range loadRenders(t) {
+		t.Run(r.name, func(t *testing.T) {
+			gw, ls := gateway(t, r.stack)
+			t.Run("haproxy_listeners_parse_proxy_protocol_first", func(t *testing.T) {
+				expectNoProblems(t, "listener filters", CheckListenerFilters(ls, r.expect))
+			})
+			t.Run("listeners_not_fronted_by_haproxy_untouched_unless_native", func(t *testing.T) {
+				var other *listener.Listener
+				for _, l := range ls {
+					if _, fronted := r.expect.HAProxyPorts[listenerPort(l)]; !fronted {
+						other = l
+					}
+				}
+				if other == nil {
+					t.Fatal("the sample apps should give the gateway a listener HAProxy does not send to")
+				}
+				names := listenerFilterNames(other)
+				hasPROXY := len(names) > 0 && names[0] == proxyProtocolFilter
+				if hasPROXY != r.expect.Native {
+					t.Errorf("%s: listener filters %v; want proxy_protocol only in native mode (native: %v)", other.Name, names, r.expect.Native)
+				}
+			})
+			t.Run("https_sni_chain_matches_tls_client", func(t *testing.T) {
+				checkSNIChains(t, gw, ls, r.expect)
+			})
+			t.Run("every_hcm_uses_remote_address_and_configured_trusted_hops", func(t *testing.T) {
+				expectNoProblems(t, "xff", CheckXFF(ls, r.expect))
+			})
+			t.Run("rbac_enforces_client_cidrs_on_remote_ip", func(t *testing.T) {
+				expectNoProblems(t, "rbac", CheckRBAC(ls, r.expect))
+				if len(r.expect.Allow)+len(r.expect.Deny) == 0 {
+					t.Skip("this stack has no allow or deny list")
+				}
+			})
+			t.Run("listeners_json_uses_proto_field_names", func(t *testing.T) {
+				raw, err := ListenersJSON(ls)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, want := range []string{`"listener_filters"`, `"use_remote_address"`} {
+					if !strings.Contains(string(raw), want) {
+						t.Errorf("listeners JSON has no %s", want)
+					}
+				}
+			})
+		})
+	}
+}
+
+// checkSNIChains runs Istio's traffic simulation against the HTTPS listener: a TLS client naming
+// the terminated host, and one naming the passthrough host, each reach their own filter chain and
+// route. The SNI the chains match on is read by tls_inspector, which must run after the PROXY
+// header is stripped on a listener HAProxy sends to.
+func checkSNIChains(t *testing.T, gw *GatewayRun, ls []*listener.Listener, e Expectations) {
+	httpsPort := uint32(0)
+	for _, f := range gw.Stack.Outputs.Frontends {
+		if f.GatewayPort == "https" {
+			httpsPort = uint32(f.TargetPort)
+		}
+	}
+	if httpsPort == 0 {
+		t.Fatal("no https frontend in the stack outputs")
+	}
+	sim := simulation.NewSimulation(t, gw.Server, gw.Proxy)
+	calls := []struct {
+		name    string
+		call    simulation.Call
+		cluster string
+	}{
+		{
+			name:    "terminated",
+			call:    simulation.Call{Port: int(httpsPort), Protocol: simulation.HTTP, TLS: simulation.TLS, HostHeader: "shop.example.com", CallMode: simulation.CallModeGateway},
+			cluster: "outbound|8080||web.shop.svc.cluster.local",
+		},
+		{
+			name:    "passthrough",
+			call:    simulation.Call{Port: int(httpsPort), Protocol: simulation.TCP, TLS: simulation.TLS, Sni: "db.example.com", CallMode: simulation.CallModeGateway},
+			cluster: "outbound|5433||db.shop.svc.cluster.local",
+		},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			result := sim.Run(c.call)
+			if result.Error != nil {
+				t.Fatalf("SNI %s on port %d: %v", c.call.Sni+c.call.HostHeader, httpsPort, result.Error)
+			}
+			if result.ClusterMatched != c.cluster {
+				t.Errorf("SNI %s reached cluster %q via chain %q, want %q", c.call.Sni+c.call.HostHeader, result.ClusterMatched, result.FilterChainMatched, c.cluster)
+			}
+			l := listenerByName(ls, result.ListenerMatched)
+			names := listenerFilterNames(l)
+			tlsAt, ppAt := indexOf(names, tlsInspectorFilter), indexOf(names, proxyProtocolFilter)
+			if tlsAt < 0 {
+				t.Fatalf("%s has no tls_inspector, so no SNI: %v", l.Name, names)
+			}
+			if ppAt < 0 || tlsAt < ppAt {
+				t.Errorf("%s: tls_inspector runs before the PROXY header is stripped: %v", l.Name, names)
+			}
+		})
+	}
+}
+
+func listenerByName(ls []*listener.Listener, name string) *listener.Listener {
+	for _, l := range ls {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+func indexOf(names []string, name string) int {
+	for i, n := range names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// blogEnvoyFilter is the widely copied EnvoyFilter: applyTo LISTENER, MERGE of listener_filters
+// [proxy_protocol, tls_inspector]. Protobuf merge appends to the listener's own filters, so on a
+// listener where Istio already put tls_inspector for SNI, tls_inspector comes first.
+const blogEnvoyFilter = `
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: blog-proxy-protocol
+  namespace: istio-system
+spec:
+  workloadSelector:
+    labels: {istio: ingressgateway}
+  configPatches:
+  - applyTo: LISTENER
+    patch:
+      operation: MERGE
+      value:
+        listener_filters:
+        - name: envoy.filters.listener.proxy_protocol
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol
+        - name: envoy.filters.listener.tls_inspector
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
+`
+
+// TestBlogEnvoyFilterPutsTLSInspectorFirst proves the checks can fail: the dev stack with its
+// EnvoyFilter replaced by the blog's is caught by the same listener-filter check.
+func TestBlogEnvoyFilterPutsTLSInspectorFirst(t *testing.T) {
+	var base *renderedStack
+	for _, r := range loadRenders(t) {
+		if r.stack.Outputs.ProxyProtocol.Mode == "envoyfilter" && r.stack.Outputs.ProxyProtocol.Strict {
+			base = &r
+			break
+		}
+	}
+	if base == nil {
+		t.Fatal("no strict envoyfilter stack rendered")
+	}
+	stack := *base.stack
+	stack.IstioConfigs = nil
+	for _, c := range base.stack.IstioConfigs {
+		if c.GroupVersionKind != gvk.EnvoyFilter {
+			stack.IstioConfigs = append(stack.IstioConfigs, c)
+		}
+	}
+	wrong, _, err := crd.ParseInputs(blogEnvoyFilter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range wrong {
+		wrong[i].Namespace = stack.Outputs.Gateway.Namespace
+		wrong[i].Spec.(*networking.EnvoyFilter).WorkloadSelector.Labels = stack.GatewayLabels
+	}
+	_, ls := gateway(t, &stack, wrong...)
+
+	problems := CheckListenerFilters(ls, base.expect)
+	if len(problems) == 0 {
+		t.Fatal("the listener-filter check passed the blog's EnvoyFilter")
+	}
+	httpsPort := uint32(0)
+	for port, name := range base.expect.HAProxyPorts {
+		if name == "https" {
+			httpsPort = port
+		}
+	}
+	var https *listener.Listener
+	for _, l := range ls {
+		if listenerPort(l) == httpsPort {
+			https = l
+		}
+	}
+	if https == nil {
+		t.Fatalf("no listener on port %d", httpsPort)
+	}
+	names := listenerFilterNames(https)
+	if len(names) == 0 || names[0] != tlsInspectorFilter {
+		t.Errorf("%s: want tls_inspector first under the blog's filter, got %v", https.Name, names)
+	}
+	found := false
+	for _, p := range problems {
+		if strings.HasPrefix(p, https.Name+":") && strings.Contains(p, "reads the PROXY header before") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no problem reported for tls_inspector first on %s; problems: %v", https.Name, problems)
+	}
+	t.Logf("the check reports, as it should:\n  %s", strings.Join(problems, "\n  "))
+}
+
+// TestProxyConfigComesFromRenderedObjects: the gateway's ProxyConfig is what Istio's own merge of
+// the rendered mesh config and pod annotation gives, and it matches the stack outputs.
+func TestProxyConfigComesFromRenderedObjects(t *testing.T) {
+	for _, r := range loadRenders(t) {
+		t.Run(r.name, func(t *testing.T) {
+			_, pc, err := MeshAndProxyConfig(r.stack)
+			if err != nil {
+				t.Fatal(err)
+			}
+			topology := pc.GetGatewayTopology()
+			if topology.GetNumTrustedProxies() != r.expect.TrustedHops {
+				t.Errorf("numTrustedProxies = %d, want %d", topology.GetNumTrustedProxies(), r.expect.TrustedHops)
+			}
+			if (topology.GetProxyProtocol() != nil) != r.expect.Native {
+				t.Errorf("gatewayTopology.proxyProtocol set = %v, want %v (native)", topology.GetProxyProtocol() != nil, r.expect.Native)
+			}
+		})
+	}
+}
