@@ -5,6 +5,7 @@ package main
 // GATEWAY_PREVIEW_STACK_FILES=DIR:DIR, where Pulumi.<stack>.yaml files are found).
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -345,6 +346,77 @@ func TestProxyConfigComesFromRenderedObjects(t *testing.T) {
 			}
 			if (topology.GetProxyProtocol() != nil) != r.expect.Native {
 				t.Errorf("gatewayTopology.proxyProtocol set = %v, want %v (native)", topology.GetProxyProtocol() != nil, r.expect.Native)
+			}
+		})
+	}
+}
+
+// TestGatewayServerPortsBecomeServiceTargetPorts: the sample Gateway names Service ports 80/443;
+// istiod's own port translation (through the gateway Service in the fake registry) makes Envoy
+// listen on the targetPorts, which are the ports HAProxy's frontends and our EnvoyFilter use.
+func TestGatewayServerPortsBecomeServiceTargetPorts(t *testing.T) {
+	for _, r := range loadRenders(t) {
+		t.Run(r.name, func(t *testing.T) {
+			_, ls := gateway(t, r.stack)
+			got := map[uint32]bool{}
+			for _, l := range ls {
+				got[listenerPort(l)] = true
+			}
+			want := map[uint32]bool{8081: true} // the sample apps' port outside the Service
+			for port := range r.expect.HAProxyPorts {
+				want[port] = true
+			}
+			if len(got) != len(want) {
+				t.Errorf("listener ports %v, want %v", got, want)
+			}
+			for port := range want {
+				if !got[port] {
+					t.Errorf("no listener on port %d; listener ports %v", port, got)
+				}
+			}
+		})
+	}
+}
+
+// TestChecksFailOnWrongExpectations: each check reports a problem when the listeners differ from
+// what is expected, so a passing check is not a check that cannot fail.
+func TestChecksFailOnWrongExpectations(t *testing.T) {
+	var r *renderedStack
+	for _, candidate := range loadRenders(t) {
+		if len(candidate.expect.Allow) > 0 && len(candidate.expect.Deny) > 0 {
+			r = &candidate
+			break
+		}
+	}
+	if r == nil {
+		t.Fatal("no rendered stack has both an allow and a deny list")
+	}
+	_, ls := gateway(t, r.stack)
+	mutations := []struct {
+		name  string
+		check func([]*listener.Listener, Expectations) []string
+		wrong func(e *Expectations)
+	}{
+		{"strictness flipped", CheckListenerFilters, func(e *Expectations) { e.Strict = !e.Strict }},
+		{"mode flipped", CheckListenerFilters, func(e *Expectations) { e.Native = !e.Native }},
+		{"another HAProxy port", CheckListenerFilters, func(e *Expectations) { e.HAProxyPorts[9999] = "extra" }},
+		{"trusted hops off by one", CheckXFF, func(e *Expectations) { e.TrustedHops++ }},
+		{"allow and deny swapped", CheckRBAC, func(e *Expectations) { e.Allow, e.Deny = e.Deny, e.Allow }},
+		{"a CIDR no policy has", CheckRBAC, func(e *Expectations) { e.Deny = append(e.Deny, netip.MustParsePrefix("192.0.2.0/24")) }},
+	}
+	for _, m := range mutations {
+		t.Run(m.name, func(t *testing.T) {
+			e := r.expect
+			e.HAProxyPorts = map[uint32]string{}
+			for k, v := range r.expect.HAProxyPorts {
+				e.HAProxyPorts[k] = v
+			}
+			if problems := m.check(ls, e); len(problems) != 0 {
+				t.Fatalf("the check fails before the mutation: %v", problems)
+			}
+			m.wrong(&e)
+			if problems := m.check(ls, e); len(problems) == 0 {
+				t.Errorf("the check passed with %s", m.name)
 			}
 		})
 	}
