@@ -67,6 +67,8 @@ func run(renderDir, out, appsFile, stackFile string) error {
 		if access, err = LoadStackAccess(stackFile); err != nil {
 			return err
 		}
+	} else {
+		fmt.Println("no -stack-file: the RBAC check expects no allow or deny CIDRs")
 	}
 	expect, err := ExpectationsFor(stack, access)
 	if err != nil {
