@@ -421,3 +421,30 @@ func TestChecksFailOnWrongExpectations(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvoyFilterWithNativeFieldIsCaught: both mechanisms at once put two proxy_protocol filters
+// on a listener (the header would be parsed twice); the listener-filter check reports it.
+func TestEnvoyFilterWithNativeFieldIsCaught(t *testing.T) {
+	var base *renderedStack
+	for _, r := range loadRenders(t) {
+		if r.stack.Outputs.ProxyProtocol.Mode == "envoyfilter" && r.stack.Outputs.ProxyProtocol.Strict {
+			base = &r
+			break
+		}
+	}
+	if base == nil {
+		t.Fatal("no strict envoyfilter stack rendered")
+	}
+	stack := *base.stack
+	stack.ProxyConfigAnnotation = `{"gatewayTopology": {"numTrustedProxies": 0, "proxyProtocol": {}}}`
+	_, ls := gateway(t, &stack)
+	found := false
+	for _, p := range CheckListenerFilters(ls, base.expect) {
+		if strings.Contains(p, "want exactly one "+proxyProtocolFilter+", got 2") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no listener reported with two proxy_protocol filters; problems: %v", CheckListenerFilters(ls, base.expect))
+	}
+}
