@@ -41,8 +41,8 @@ func listenerFilterNames(l *listener.Listener) []string {
 	return names
 }
 
-// proxyProtocolConfig decodes a proxy_protocol listener filter's typed config; nil if it has
-// none or another type (Envoy rejects both since Istio 1.19's Envoy).
+// proxyProtocolConfig decodes a proxy_protocol listener filter's typed config; an error if it has
+// none (Envoy rejects name-only listener filters since Istio 1.19) or one of another type.
 func proxyProtocolConfig(f *listener.ListenerFilter) (*proxyprotocol.ProxyProtocol, error) {
 	typed := f.GetTypedConfig()
 	if typed == nil {
