@@ -26,15 +26,17 @@ lab-validate:
 	if [ -z "$$files" ]; then echo "no rendered Kubernetes YAML under $(BUILD)/$(LAB_NAME)/kubernetes" >&2; exit 1; fi; \
 	$(TOOLCHAIN_ENV) && istioctl validate $$(printf ' -f %s' $$files)
 
+# Destroys the stack only when it has state (toolchain-env would otherwise build the toolchain).
 lab-down:
 	@status=0; \
-	if [ -f $(BUILD)/$(LAB_NAME)/up ] && $(MAKE) -s --no-print-directory toolchain-env >/dev/null 2>&1; then \
+	if [ -f $(BUILD)/$(LAB_NAME)/up ] && ls $(BUILD)/pulumi-state/.pulumi/stacks/*/$(LAB_NAME).json* >/dev/null 2>&1; then \
 	  $(TOOLCHAIN_ENV) && bash lab/stack.sh destroy || status=$$?; \
 	fi; \
 	bash lab/down.sh; exit $$status
 
-# Integration tests on their own lab instance and stack ('lab-test'), through the Automation API.
+# Integration tests on their own lab instance and stack (lab-test), through the Automation API.
+# Bounded: SIGINT after 40 min lets pytest run its finalizers (destroy, lab/down.sh).
 lab-test: setup lab-cache toolchain
-	$(TOOLCHAIN_ENV) && $(PY) -m pytest -q -p no:cacheprovider tests/lab
+	$(TOOLCHAIN_ENV) && timeout -k 60 --signal=INT 2400 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab
 
 TEST_LAYERS += lab-test
