@@ -18,6 +18,8 @@ prepare() {
       log "new lab host: forgetting the old '$STACK' stack's state"
       pulumi stack rm --yes --force --preserve-config --stack "$STACK" >/dev/null
     fi
+    # A salt or secret left from another passphrase would not decrypt: start the secrets afresh.
+    sed -i -e '/^encryptionsalt:/d' -e '/^  source-ip-edge:sshPrivateKey:$/{N;d}' "Pulumi.$STACK.yaml"
     pulumi stack init "$STACK" >/dev/null
     # From stdin, so the key is in no command line; stored encrypted in Pulumi.$STACK.yaml.
     pulumi config set --secret --stack "$STACK" source-ip-edge:sshPrivateKey <"$LAB_DIR/ssh/id_ed25519"
