@@ -4,7 +4,6 @@ A missing binary fails the tests that need it; nothing here skips.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +25,6 @@ def toolchain_bin() -> Path:
 @pytest.fixture(scope="session")
 def toolchain_path(toolchain_bin: Path) -> str:
     return f"{toolchain_bin}{os.pathsep}{os.environ.get('PATH', '')}"
-
-
-def require_tool(name: str, path: str) -> str:
-    found = shutil.which(name, path=path)
-    assert found, f"{name} is not in the toolchain; see the MISSING lines of `make toolchain`"
-    return found
 
 
 @pytest.fixture

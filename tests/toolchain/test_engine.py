@@ -2,47 +2,31 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.toolchain.conftest import require_tool
+from tests.toolchain.helpers import new_project, require_tool, run_pulumi
 
-FIXTURE = Path(__file__).parent / "fixtures" / "engine_smoke"
-
-
-def pulumi(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"pulumi {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+KUBERNETES = ["pulumi-resource-kubernetes"]
+COMMAND = ["pulumi-resource-command"]
 
 
-def new_project(tmp_path: Path, pulumi_env: dict[str, str], with_command: bool) -> Path:
-    tools = ["pulumi", "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-kubernetes"]
-    for tool in tools + (["pulumi-resource-command"] if with_command else []):
-        require_tool(tool, pulumi_env["PATH"])
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "__main__.py").write_text((FIXTURE / "__main__.py").read_text())
-    # The program runs in the venv that runs these tests (it has the pinned pulumi packages).
-    (project / "Pulumi.yaml").write_text(
-        (FIXTURE / "Pulumi.yaml.in").read_text().replace("@VIRTUALENV@", sys.prefix))
-    pulumi(pulumi_env, project, "stack", "init", "test")
-    pulumi(pulumi_env, project, "config", "set", "marker", str(tmp_path / "marker"))
-    pulumi(pulumi_env, project, "config", "set", "renderDir", str(tmp_path / "rendered"))
-    pulumi(pulumi_env, project, "config", "set", "withCommand", str(with_command).lower())
-    return project
+def smoke(tmp_path: Path, env: dict[str, str], with_command: bool) -> Path:
+    return new_project("engine_smoke", tmp_path, env, KUBERNETES + (COMMAND if with_command else []), {
+        "marker": str(tmp_path / "marker"),
+        "renderDir": str(tmp_path / "rendered"),
+        "withCommand": str(with_command).lower(),
+    })
 
 
 @pytest.fixture
 def smoke_project(tmp_path: Path, pulumi_env: dict[str, str]) -> Path:
-    return new_project(tmp_path, pulumi_env, with_command=True)
+    return smoke(tmp_path, pulumi_env, with_command=True)
 
 
 def rendered_files(tmp_path: Path) -> list[Path]:
-    return sorted(p for p in (tmp_path / "rendered").rglob("*.yaml")) if (tmp_path / "rendered").exists() else []
+    return sorted((tmp_path / "rendered").rglob("*.yaml")) if (tmp_path / "rendered").exists() else []
 
 
 def test_cli_reports_its_stamped_version(toolchain_path: str, pulumi_env: dict[str, str]) -> None:
@@ -55,10 +39,10 @@ def test_cli_reports_its_stamped_version(toolchain_path: str, pulumi_env: dict[s
 def test_up_runs_the_command_and_renders_the_config_map(
     smoke_project: Path, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
-    pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
+    run_pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
 
     assert (tmp_path / "marker").read_text().strip() == "created"
-    outputs = json.loads(pulumi(pulumi_env, smoke_project, "stack", "output", "--json").stdout)
+    outputs = json.loads(run_pulumi(pulumi_env, smoke_project, "stack", "output", "--json").stdout)
     assert outputs["stdout"] == "engine-smoke-ok"
     manifests = rendered_files(tmp_path)
     assert len(manifests) == 1, manifests
@@ -66,35 +50,53 @@ def test_up_runs_the_command_and_renders_the_config_map(
     assert "kind: ConfigMap" in text and "name: toolchain-smoke" in text and "greeting: hello" in text
 
 
-def test_preview_after_up_reports_no_changes(
-    smoke_project: Path, pulumi_env: dict[str, str]
-) -> None:
-    pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
+def test_preview_after_up_reports_no_changes(smoke_project: Path, pulumi_env: dict[str, str]) -> None:
+    run_pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
 
-    proc = pulumi(pulumi_env, smoke_project, "preview", "--expect-no-changes", "--json")
+    proc = run_pulumi(pulumi_env, smoke_project, "preview", "--expect-no-changes", "--json")
     steps = json.loads(proc.stdout).get("steps", [])
-    assert all(step["op"] == "same" for step in steps), steps
+    assert steps and all(step["op"] == "same" for step in steps), steps
 
 
 def test_destroy_removes_the_command_and_the_rendered_object(
     smoke_project: Path, pulumi_env: dict[str, str], tmp_path: Path
 ) -> None:
-    pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
+    run_pulumi(pulumi_env, smoke_project, "up", "--yes", "--skip-preview")
     assert rendered_files(tmp_path)
 
-    pulumi(pulumi_env, smoke_project, "destroy", "--yes", "--skip-preview")
+    run_pulumi(pulumi_env, smoke_project, "destroy", "--yes", "--skip-preview")
 
     assert not (tmp_path / "marker").exists()
     assert rendered_files(tmp_path) == []
-    state = json.loads(pulumi(pulumi_env, smoke_project, "stack", "export").stdout)
+    state = json.loads(run_pulumi(pulumi_env, smoke_project, "stack", "export").stdout)
     assert not state["deployment"].get("resources"), "destroy left resources in the state"
 
 
 def test_kubernetes_provider_renders_without_pulumi_command(pulumi_env: dict[str, str], tmp_path: Path) -> None:
-    project = new_project(tmp_path, pulumi_env, with_command=False)
+    project = smoke(tmp_path, pulumi_env, with_command=False)
 
-    pulumi(pulumi_env, project, "up", "--yes", "--skip-preview")
+    run_pulumi(pulumi_env, project, "up", "--yes", "--skip-preview")
     assert len(rendered_files(tmp_path)) == 1
-    pulumi(pulumi_env, project, "preview", "--expect-no-changes")
-    pulumi(pulumi_env, project, "destroy", "--yes", "--skip-preview")
+    run_pulumi(pulumi_env, project, "preview", "--expect-no-changes")
+    run_pulumi(pulumi_env, project, "destroy", "--yes", "--skip-preview")
+    assert rendered_files(tmp_path) == []
+
+
+def test_automation_api_accepts_and_drives_the_built_cli(
+    smoke_project: Path, pulumi_env: dict[str, str], toolchain_bin: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pulumi import automation as auto
+
+    for key, value in pulumi_env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    # root=<key dir> finds <key dir>/bin/pulumi; the constructor checks the CLI's version.
+    cli = auto.PulumiCommand(root=str(toolchain_bin.parent))
+    stack = auto.select_stack("test", work_dir=str(smoke_project), opts=auto.LocalWorkspaceOptions(pulumi_command=cli))
+
+    up = stack.up()
+    assert up.outputs["stdout"].value == "engine-smoke-ok"
+    assert set(stack.preview().change_summary) == {"same"}
+    stack.destroy()
     assert rendered_files(tmp_path) == []

@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-from tests.toolchain.conftest import require_tool
+from tests.toolchain.helpers import require_tool
 
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
 
