@@ -1,0 +1,75 @@
+"""scripts/toolchain/build.py: cache keys, the exported environment, the passphrase."""
+
+import importlib.util
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def build():
+    spec = importlib.util.spec_from_file_location("toolchain_build", ROOT / "scripts" / "toolchain" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def keys(build, versions: dict[str, str], external: bool = False) -> dict[str, str]:
+    return {step.name: step.key for step in build.plan(versions, "go1.26.8", external)}
+
+
+def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
+    versions = build.read_versions()
+    before = keys(build, versions)
+    after = keys(build, dict(versions, ISTIO_MODULE_VERSION="v0.0.0-20990101000000-000000000000"))
+
+    assert set(before) == {"pulumi", "language-python", "kubernetes", "command", "istioctl"}
+    assert before["istioctl"] != after["istioctl"]
+    assert {k: v for k, v in before.items() if k != "istioctl"} == {k: v for k, v in after.items() if k != "istioctl"}
+
+
+def test_a_pulumi_bump_rebuilds_the_cli_and_the_programs_built_against_its_sdk(build) -> None:
+    versions = build.read_versions()
+    before, after = keys(build, versions), keys(build, dict(versions, PULUMI_VERSION="3.999.0"))
+
+    assert {name for name in before if before[name] != after[name]} == {"pulumi", "language-python", "command"}
+
+
+def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
+    assert set(keys(build, build.read_versions(), external=True)) == {"kubernetes", "command", "istioctl"}
+
+
+def test_env_puts_the_toolchain_first_and_keeps_state_under_build(build, tmp_path: Path) -> None:
+    lines = build.env_lines(Path("/cache/toolchain/abc/bin"), tmp_path)
+
+    assert lines[0] == 'export PATH=/cache/toolchain/abc/bin:"$PATH"'
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines[1:])
+    assert exports["PULUMI_SKIP_UPDATE_CHECK"] == "true"
+    assert exports["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert exports["PULUMI_BACKEND_URL"] == f"file://{tmp_path}/build/pulumi-state"
+    assert exports["PULUMI_HOME"] == f"{tmp_path}/build/pulumi-home"
+    assert (tmp_path / "build" / "pulumi-state").is_dir()
+
+
+def test_passphrase_is_generated_once_and_readable_by_the_owner_only(build, tmp_path: Path) -> None:
+    first = build.passphrase(tmp_path / "build")
+    second = build.passphrase(tmp_path / "build")
+
+    assert first == second and len(first) >= 32
+    mode = stat.S_IMODE((tmp_path / "build" / "pulumi-passphrase").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_env_lines_evaluate_in_a_shell(build, tmp_path: Path) -> None:
+    script = "\n".join(build.env_lines(Path("/cache/bin"), tmp_path)) + '\necho "$PATH|$PULUMI_CONFIG_PASSPHRASE"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+    path, passphrase = out.split("|")
+    assert path.startswith("/cache/bin:")
+    assert passphrase == (tmp_path / "build" / "pulumi-passphrase").read_text().strip()
