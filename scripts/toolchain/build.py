@@ -207,7 +207,7 @@ def build_kubernetes(v: dict[str, str]) -> Callable[[Path, Path], None]:
         # go.mod replaces sdk/v4 with ../sdk (upstream's repository layout): use the
         # released sdk/v4 of the same version instead.
         run(["go", "mod", "edit", f"-replace={KUBERNETES_SDK}={KUBERNETES_SDK}@{sdk_version}"], cwd=src)
-        mod_env = {"GOFLAGS": (os.environ.get("GOFLAGS", "") + " -mod=mod").strip()}
+        mod_env = {"GOFLAGS": (run(["go", "env", "GOFLAGS"]).strip() + " -mod=mod").strip()}
         cmd_dir = src / "cmd" / "pulumi-resource-kubernetes"
         run(["go", "run", "generate.go"], cwd=cmd_dir, env={"VERSION": plugin_version, **mod_env})
         for embedded in ("schema-embed.json", "terraform-mapping-embed.json"):
@@ -344,6 +344,9 @@ def report_gaps(manifest: dict) -> None:
 def build_all(cache_dir: Path) -> Path:
     """Build or reuse every step; return the combined bin directory."""
     started = time.monotonic()
+    if not shutil.which("go"):
+        log("`go` is not on PATH: the toolchain is built with Go >= 1.26 (see docs/toolchain.md)")
+        raise SystemExit(1)
     versions = read_versions()
     toolchain_dir = cache_dir / "toolchain"
     external = external_pulumi(toolchain_dir)
