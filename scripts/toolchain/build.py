@@ -323,6 +323,9 @@ def run_step(step: Step, steps_dir: Path) -> tuple[Path | None, str | None]:
         log(f"{step.name}: FAILED after {time.monotonic() - started:.0f}s: {shlex.join(exc.cmd)}\n"
             f"{exc.output}")
         raise SystemExit(1)
+    except RuntimeError as exc:
+        log(f"{step.name}: FAILED after {time.monotonic() - started:.0f}s: {exc}")
+        raise SystemExit(1)
     seconds = time.monotonic() - started
     shutil.rmtree(done, ignore_errors=True)
     done.mkdir(parents=True)
