@@ -151,9 +151,14 @@ def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
         secrets.append(passphrase)
 
     texts = {"logs of the runs": "\n".join(edge.logs)}
-    texts["exported state"] = str(edge.stack.export_stack().deployment)
+    # `pulumi stack export` as a user would share it (the Automation API's export shows secrets).
+    texts["exported state"] = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=edge.lab.dir.parent.parent,
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
     texts["outputs"] = str({k: v.value for k, v in edge.stack.outputs().items()})
     texts["Pulumi.lab-test.yaml"] = (edge.lab.dir.parent.parent / f"Pulumi.{STACK_NAME}.yaml").read_text()
+    assert "4dabf18193072939515e22adb298388d" in texts["exported state"], "the state holds the key, as a secret"
     files = backend_files(STACK_NAME)
     assert files, "the file backend holds the stack's state"
     for path in files:
