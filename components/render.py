@@ -188,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.STACK.yaml")
     parser.add_argument("--out", required=True, type=Path, help="output folder (replaced)")
+    parser.add_argument(
+        "--project-root", type=Path, default=PROJECT_ROOT, help="folder with Pulumi.yaml and the stack file (default: this project)"
+    )
     args = parser.parse_args(argv)
     try:
-        render(args.stack, args.out)
+        render(args.stack, args.out, args.project_root.resolve())
     except RenderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -40,6 +40,11 @@ def stack_outputs(config: StackConfig) -> dict[str, Any]:
         "numTrustedProxies": istio.trusted_proxy_hops,
         "envoyFilterName": f"{istio.namespace}/{envoy_filter_name(config)}" if envoy_filter(config) else None,
         "authorizationPolicies": policy_names(config),
+        "access": {
+            "allow": [str(n) for n in config.access.allow],
+            "deny": [str(n) for n in config.access.deny],
+            "trustedPeers": [str(n) for n in config.access.trusted_peers],
+        },
         "haproxyConfigSha256": config_sha256(render_haproxy_config(config)),
         "istioVersion": istio.version,
         "gateway": {

@@ -11,8 +11,6 @@ GATEWAY_VARIANTS_DIR := $(GATEWAY_DIR)/testdata/stacks
 GATEWAY_VARIANTS := $(patsubst $(GATEWAY_VARIANTS_DIR)/Pulumi.%.yaml,%,$(wildcard $(GATEWAY_VARIANTS_DIR)/Pulumi.*.yaml))
 # The project's own stacks that exist here (Pulumi.lab.yaml exists once `make lab` made it).
 GATEWAY_STACKS := $(filter dev prod lab,$(patsubst $(ROOT)/Pulumi.%.yaml,%,$(wildcard $(ROOT)/Pulumi.*.yaml)))
-# Render a stack file from another folder with the project's renderer (render() takes the root).
-GATEWAY_RENDER_FROM = $(PY) -c 'import sys; from pathlib import Path; from components.render import render; render(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))'
 
 .PHONY: gateway-preview gateway-test
 TEST_LAYERS += gateway-test
@@ -30,7 +28,7 @@ gateway-test: setup-python
 	@set -e; for s in $(GATEWAY_STACKS); do \
 	  $(PY) -m components.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s >/dev/null; done; \
 	for s in $(GATEWAY_VARIANTS); do \
-	  $(GATEWAY_RENDER_FROM) $$s $(GATEWAY_OUT)/test-renders/$$s $(GATEWAY_VARIANTS_DIR); done; \
+	  $(PY) -m components.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s --project-root $(GATEWAY_VARIANTS_DIR) >/dev/null; done; \
 	echo "gateway-test: rendered $(GATEWAY_STACKS) $(GATEWAY_VARIANTS)"
 	cd $(GATEWAY_DIR) && GATEWAY_PREVIEW_RENDERS=$(GATEWAY_OUT)/test-renders \
 	  GATEWAY_PREVIEW_STACK_FILES=$(ROOT):$(GATEWAY_VARIANTS_DIR) \
