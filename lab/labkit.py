@@ -93,7 +93,7 @@ class Lab:
         argv = ["curl", "-sS", "--max-time", "5", "-k", visitor.url(scheme)]
         result = in_namespace(visitor.namespace, argv, timeout=15)
         if result.returncode != 0:
-            return f"error: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.returncode}"
+            return f"error (curl exit {result.returncode})"
         return result.stdout.strip()
 
     def start_load(self, visitor: Visitor, scheme: str = "http", seconds: float = 10,
