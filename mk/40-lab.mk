@@ -4,7 +4,7 @@ LAB_NAME ?= lab
 export LAB_NAME
 TOOLCHAIN_ENV = eval "$$($(MAKE) -s --no-print-directory toolchain-env)"
 
-.PHONY: lab lab-cache lab-setup lab-up lab-prove lab-validate lab-down lab-test
+.PHONY: lab lab-cache lab-setup lab-prove lab-validate lab-down lab-bench lab-test
 lab: lab-setup toolchain
 	@start=$$(date +%s); \
 	$(TOOLCHAIN_ENV) && bash lab/stack.sh up && \
@@ -33,6 +33,10 @@ lab-down:
 	  $(TOOLCHAIN_ENV) && bash lab/stack.sh destroy || status=$$?; \
 	fi; \
 	bash lab/down.sh; exit $$status
+
+# Numbers: requests lost during 3 reloads versus 3 restarts under load (needs `make lab` first).
+lab-bench:
+	$(PY) -m lab.bench_reload $(LAB_NAME)
 
 # Integration tests on their own lab instance and stack (lab-test), through the Automation API.
 # Bounded: SIGINT after 40 min lets pytest run its finalizers (destroy, lab/down.sh).
