@@ -265,19 +265,32 @@ else
   log "swapped in the new haproxy.cfg (previous kept at $PREVIOUS)"
 fi
 
+# `haproxy -c` does not bind, so a reload can still fail (e.g. an address the host lacks).
+# Then the previous file goes back and is reloaded: the live config stays the one that
+# runs, and the next run sees a difference and tries again.
+reload_failed() {
+  log "reload failed; putting back the previous haproxy.cfg" >&2
+  if [ -e "$PREVIOUS" ]; then
+    cp -p "$PREVIOUS" "$STAGING"
+    mv -f "$STAGING" "$CONFIG"
+    if has_systemd; then systemctl reload haproxy || true; else reload_master || true; fi
+  fi
+  exit 1
+}
+
 if has_systemd; then
   if ! systemd_active; then
     systemctl enable --now haproxy
     log "enabled and started haproxy.service"
   elif [ "$changed" = yes ]; then
-    systemctl reload haproxy
+    systemctl reload haproxy || reload_failed
     log "reloaded haproxy.service"
   else
     log "haproxy.service running"
   fi
 elif pid=$(master_pid); then
   if [ "$changed" = yes ]; then
-    reload_master
+    reload_master || reload_failed
   else
     log "haproxy running (master pid $pid)"
   fi

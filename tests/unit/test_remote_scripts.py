@@ -227,6 +227,28 @@ def test_rejected_config_fails_at_check_and_touches_nothing(host: RemotePaths) -
 
 @needs_haproxy
 @no_systemd_here
+def test_reload_that_cannot_bind_puts_the_previous_config_back(host: RemotePaths) -> None:
+    # `haproxy -c` passes (it does not bind), but the host has no 192.0.2.99.
+    port = _free_port()
+    good = _config(port)
+    assert _run(apply_script(good, host)).returncode == 0
+    master = _master(host)
+    unbindable = good.replace(f"bind 127.0.0.1:{port}", "bind 192.0.2.99:18080")
+
+    result = _run(apply_script(unbindable, host))
+    assert result.returncode != 0
+    assert "putting back the previous haproxy.cfg" in result.stderr
+    assert Path(host.config).read_text() == good
+    assert _master(host) == master and _pid_alive(master)
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # the running config still serves
+
+    again = _run(apply_script(good, host))
+    assert again.returncode == 0 and "haproxy.cfg unchanged" in again.stdout
+
+
+@needs_haproxy
+@no_systemd_here
 def test_restore_puts_back_the_original_and_stops_what_we_started(host: RemotePaths) -> None:
     original = "# the host's own config\nglobal\n    maxconn 10\n"
     Path(host.config).write_text(original)
