@@ -11,6 +11,7 @@ import re
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
@@ -29,6 +30,11 @@ def _up(edge) -> auto.UpResult:
 
 def _preview(edge, **kwargs) -> auto.PreviewResult:
     return edge.stack.preview(color="never", on_output=edge.collect, **kwargs)
+
+
+def _file_text(path: Path) -> str:
+    raw = path.read_bytes()
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode(errors="replace")
 
 
 def _assert_visitors_arrive(edge) -> None:
@@ -167,9 +173,11 @@ def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
     assert "4dabf18193072939515e22adb298388d" in texts["exported state"], "the state holds the key, as a secret"
     files = backend_files(STACK_NAME)
     assert files, "the file backend holds the stack's state"
+    home = os.environ.get("PULUMI_HOME")
+    if home:  # the engine's own per-update log files
+        files += [p for p in Path(home, "logs").rglob(f"*{STACK_NAME}*") if p.is_file()]
     for path in files:
-        raw = path.read_bytes()
-        texts[str(path)] = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode(errors="replace")
+        texts[str(path)] = _file_text(path)
     for where, text in texts.items():
         for secret in secrets:
             assert secret not in text, f"a secret appears in plain text in {where}"
