@@ -44,7 +44,20 @@ NODE_PORT_HTTP=30080
 NODE_PORT_HTTPS=30443
 NODE_PORT_STATUS=30021
 
+# Namespace names are per machine, not per checkout: the owner file says which checkout's lab they are.
+OWNER_FILE=/run/source-ip-edge/$LAB_NAME.owner
+
 log() { echo "lab[$LAB_NAME]: $*"; }
+
+# Refuses to touch a lab of the same name that another checkout has up.
+refuse_foreign_lab() {
+  local owner
+  owner=$(cat "$OWNER_FILE" 2>/dev/null || true)
+  if [ -n "$owner" ] && [ "$owner" != "$LAB_DIR" ] && [ -f "$owner/up" ]; then
+    log "a lab '$LAB_NAME' from $owner is up on this machine: run make lab-down in that checkout first" >&2
+    exit 1
+  fi
+}
 
 # Mount points under $1, deepest first.
 mounts_under() {

@@ -5,6 +5,8 @@
 # `make lab-down` runs `pulumi destroy` before this.
 source "$(dirname "$0")/common.sh"
 
+refuse_foreign_lab
+
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
 
 lab_pids() {
@@ -40,5 +42,5 @@ if [ -n "$(mounts_under "$LAB_DIR")" ]; then
   exit 1
 fi
 rm -rf --one-file-system "$LAB_DIR"
-rm -f "$LAB_REPO/Pulumi.$LAB_NAME.yaml"
+rm -f "$LAB_REPO/Pulumi.$LAB_NAME.yaml" "$OWNER_FILE"
 log "down"

@@ -18,6 +18,7 @@ lab_is_up() {
   for f in "$PID_DIR"/*.pid; do pid_alive "$f" || return 1; done
 }
 
+refuse_foreign_lab
 if lab_is_up; then
   log "already up ($LAB_DIR)"
   exit 0
@@ -32,7 +33,8 @@ fi
 [ -s "$ROOTFS_TARBALL" ] || bash "$LAB_REPO/lab/cache-rootfs.sh"
 
 started=$(date +%s)
-mkdir -p "$LAB_DIR" "$PID_DIR"
+mkdir -p "$LAB_DIR" "$PID_DIR" "$(dirname "$OWNER_FILE")"
+echo "$LAB_DIR" >"$OWNER_FILE"
 chmod 700 "$LAB_DIR"
 
 # --- network -------------------------------------------------------------
