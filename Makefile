@@ -18,5 +18,7 @@ help:
 	@echo "make toolchain   build/cache the Pulumi engine, plugins and istioctl"
 	@echo "make lab         local lab: pulumi up against a real HAProxy host over SSH"
 	@echo "make lab-down    destroy the lab stack and remove the lab"
+	@echo "make lab-bench   requests lost during seamless reloads versus restarts (after make lab)"
 	@echo "make gateway-preview STACK=prod   the gateway's Envoy listeners, computed by istiod's code"
+	@echo "make render-test / gateway-test / lab-test / toolchain-test   one test layer"
 	@echo "make test        everything (what .ci/run runs)"

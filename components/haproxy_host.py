@@ -46,14 +46,14 @@ class HAProxyHost(pulumi.ComponentResource):
             create=install_script(),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        script = apply_script(args["haproxy_config"])
         # The config text sits inside the command, so `pulumi preview --diff` shows its changed
         # lines, and an unchanged file re-runs nothing (remote.Command runs on input changes only).
+        # No `update`: on a change remote.Command runs `create` again, and the diff shows each
+        # changed line once.
         self.config = command.remote.Command(
             f"{name}-config",
             connection=connection,
-            create=script,
-            update=script,
+            create=apply_script(args["haproxy_config"]),
             delete=restore_script(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install, *args["after"]]),
         )
