@@ -55,6 +55,11 @@ class HAProxyHost(pulumi.ComponentResource):
             connection=connection,
             create=apply_script(args["haproxy_config"]),
             delete=restore_script(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install, *args["after"]]),
+            # pulumi-command replaces a Command whose connection changes (new key, user, address).
+            # Create-before-delete would run the old instance's restore after the new apply and
+            # leave the host on its original config; restore first, then apply.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.install, *args["after"]], delete_before_replace=True
+            ),
         )
         self.register_outputs({"address": host.address})

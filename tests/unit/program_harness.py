@@ -24,6 +24,7 @@ class Registration:
     dependencies: list[str]
     provider: str
     inputs: dict
+    delete_before_replace: bool
 
 
 @dataclass
@@ -67,6 +68,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     provider=request.provider,
                     inputs=inputs,
+                    delete_before_replace=request.deleteBeforeReplace,
                 )
             )
         return response

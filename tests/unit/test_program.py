@@ -93,6 +93,11 @@ def test_haproxy_host_commands_carry_the_config_and_pin_the_host_key(envoyfilter
     assert connection["user"] == "root" and connection["port"] == 22
 
 
+def test_connection_change_restores_before_it_applies_again(envoyfilter_run):
+    # A replaced config command must not run its restore after the new apply.
+    assert envoyfilter_run.one(COMMAND, "-edge-1-config").delete_before_replace is True
+
+
 def test_private_key_is_secret_in_the_connection(envoyfilter_run):
     config = envoyfilter_run.one(COMMAND, "-edge-1-config")
     # The whole connection is a secret, so state keeps it encrypted and stdout is secret too.
