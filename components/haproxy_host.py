@@ -55,9 +55,9 @@ class HAProxyHost(pulumi.ComponentResource):
             connection=connection,
             create=apply_script(args["haproxy_config"]),
             delete=restore_script(),
-            # pulumi-command replaces a Command whose connection changes (new key, user, address).
-            # Create-before-delete would run the old instance's restore after the new apply and
-            # leave the host on its original config; restore first, then apply.
+            # Should this command ever be replaced (`pulumi up --replace`, a provider that replaces
+            # on a connection change), create-before-delete would run the old instance's restore
+            # after the new apply and leave the host on its original config: restore first.
             opts=pulumi.ResourceOptions(
                 parent=self, depends_on=[self.install, *args["after"]], delete_before_replace=True
             ),

@@ -93,7 +93,7 @@ def test_haproxy_host_commands_carry_the_config_and_pin_the_host_key(envoyfilter
     assert connection["user"] == "root" and connection["port"] == 22
 
 
-def test_connection_change_restores_before_it_applies_again(envoyfilter_run):
+def test_a_replaced_config_command_restores_before_it_applies_again(envoyfilter_run):
     # A replaced config command must not run its restore after the new apply.
     assert envoyfilter_run.one(COMMAND, "-edge-1-config").delete_before_replace is True
 
