@@ -19,8 +19,10 @@ def test_istioctl_validates_rendered_objects(stack, rendered, istioctl):
 
 
 def test_istioctl_flags_a_name_only_listener_filter(tmp_path, istioctl):
-    # The blog's EnvoyFilter without typed_config. istioctl reports it (as a warning; the Envoy it
-    # would reach NACKs name-only listener filters), which the check above relies on.
+    # A listener filter named but without typed_config, as blog posts write it: istioctl reports
+    # it (a warning; Envoy NACKs such filters), so the check above can fail. The blog's other
+    # mistake, LISTENER + MERGE of a listener_filters list, passes istioctl (it does not look
+    # inside lists); the gateway-preview layer shows what that does to the filter order.
     broken = tmp_path / "broken.yaml"
     broken.write_text(
         """apiVersion: networking.istio.io/v1alpha3
@@ -29,14 +31,15 @@ metadata: {name: blog-proxy-protocol, namespace: istio-system}
 spec:
   workloadSelector: {labels: {istio: ingressgateway}}
   configPatches:
-  - applyTo: LISTENER
+  - applyTo: LISTENER_FILTER
+    match: {context: GATEWAY, listener: {portNumber: 443}}
     patch:
-      operation: MERGE
+      operation: INSERT_FIRST
       value:
-        listener_filters:
-        - name: envoy.filters.listener.proxy_protocol
-        - name: envoy.filters.listener.tls_inspector
+        name: envoy.filters.listener.proxy_protocol
 """
     )
     result = subprocess.run([istioctl, "validate", "-f", str(broken)], capture_output=True, text=True, timeout=120)
-    assert "without typed_config" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "without typed_config; envoy.filters.listener.proxy_protocol" in result.stdout + result.stderr, (
+        result.stdout + result.stderr
+    )
