@@ -206,6 +206,13 @@ config:
   source-ip-edge:proxyProtocol:
     mode: envoyfilter
     strict: true
+  source-ip-edge:access:
+    # The lab's visitors are allowed; one address no visitor has is denied. nginx does not
+    # enforce these (no Envoy here): they are rendered, validated by istioctl and compiled by
+    # istiod's generator (make gateway-test), like a real stack's.
+    allow: [198.51.100.0/24, "2001:db8:100::/48"]
+    deny: [198.51.100.66/32]
+    trustedPeers: [$EDGE_ADDR/32, $EDGE_ADDR6/128]
   source-ip-edge:kubernetes:
     renderYamlToDirectory: $LAB_DIR/kubernetes
 YAML
