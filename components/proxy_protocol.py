@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .config import StackConfig
+from .custom_resource import custom_resource
 from .proxy_protocol_objects import envoy_filter, gateway_deployment_patch
 
 
@@ -31,16 +32,7 @@ class ProxyProtocol(pulumi.ComponentResource):
         self.resources = []
         filter_object = envoy_filter(config)
         if filter_object is not None:
-            self.resources.append(
-                k8s.apiextensions.CustomResource(
-                    f"{name}-envoyfilter",
-                    api_version=filter_object["apiVersion"],
-                    kind=filter_object["kind"],
-                    metadata=filter_object["metadata"],
-                    spec=filter_object["spec"],
-                    opts=child_opts,
-                )
-            )
+            self.resources.append(custom_resource(f"{name}-envoyfilter", filter_object, child_opts))
         patch = gateway_deployment_patch(config)
         if patch is not None:
             # Adopted gateway: patch only its pod annotations (server-side apply, field manager

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from .authorization_policies import authorization_policies
 from .config import StackConfig
+from .custom_resource import custom_resource
 
 
 class SourceIpPolicyArgs(TypedDict):
@@ -27,13 +28,10 @@ class SourceIpPolicy(pulumi.ComponentResource):
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
         self.policies = [
-            k8s.apiextensions.CustomResource(
+            custom_resource(
                 f"{name}-{policy['metadata']['name']}",
-                api_version=policy["apiVersion"],
-                kind=policy["kind"],
-                metadata=policy["metadata"],
-                spec=policy["spec"],
-                opts=pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"])),
+                policy,
+                pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"])),
             )
             for policy in authorization_policies(args["config"])
         ]

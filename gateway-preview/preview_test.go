@@ -266,19 +266,23 @@ spec:
             "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
 `
 
+// strictEnvoyFilterStack is the first rendered stack in strict EnvoyFilter mode, the base the
+// negative tests alter.
+func strictEnvoyFilterStack(t *testing.T) *renderedStack {
+	t.Helper()
+	for _, r := range loadRenders(t) {
+		if r.stack.Outputs.ProxyProtocol.Mode == "envoyfilter" && r.stack.Outputs.ProxyProtocol.Strict {
+			return &r
+		}
+	}
+	t.Fatal("no strict envoyfilter stack rendered")
+	return nil
+}
+
 // TestBlogEnvoyFilterPutsTLSInspectorFirst proves the checks can fail: the dev stack with its
 // EnvoyFilter replaced by the blog's is caught by the same listener-filter check.
 func TestBlogEnvoyFilterPutsTLSInspectorFirst(t *testing.T) {
-	var base *renderedStack
-	for _, r := range loadRenders(t) {
-		if r.stack.Outputs.ProxyProtocol.Mode == "envoyfilter" && r.stack.Outputs.ProxyProtocol.Strict {
-			base = &r
-			break
-		}
-	}
-	if base == nil {
-		t.Fatal("no strict envoyfilter stack rendered")
-	}
+	base := strictEnvoyFilterStack(t)
 	stack := *base.stack
 	stack.IstioConfigs = nil
 	for _, c := range base.stack.IstioConfigs {
@@ -425,16 +429,7 @@ func TestChecksFailOnWrongExpectations(t *testing.T) {
 // TestEnvoyFilterWithNativeFieldIsCaught: both mechanisms at once put two proxy_protocol filters
 // on a listener (the header would be parsed twice); the listener-filter check reports it.
 func TestEnvoyFilterWithNativeFieldIsCaught(t *testing.T) {
-	var base *renderedStack
-	for _, r := range loadRenders(t) {
-		if r.stack.Outputs.ProxyProtocol.Mode == "envoyfilter" && r.stack.Outputs.ProxyProtocol.Strict {
-			base = &r
-			break
-		}
-	}
-	if base == nil {
-		t.Fatal("no strict envoyfilter stack rendered")
-	}
+	base := strictEnvoyFilterStack(t)
 	stack := *base.stack
 	stack.ProxyConfigAnnotation = `{"gatewayTopology": {"numTrustedProxies": 0, "proxyProtocol": {}}}`
 	_, ls := gateway(t, &stack)
