@@ -3,8 +3,12 @@ dependencies, inputs), so tests can check components and the edges between them.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -12,7 +16,14 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from components.program import build
 
-TEST_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nunit-test-placeholder\n-----END OPENSSH PRIVATE KEY-----\n"
+
+@functools.cache
+def generated_private_key() -> str:
+    """A throwaway ed25519 key made with ssh-keygen at test time (never committed)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+        return path.read_text()
 
 
 @dataclass
@@ -84,7 +95,12 @@ def unwrap_secret(value: Any) -> tuple[bool, Any]:
     return False, value
 
 
-def run_program(raw_config: dict[str, Any], *, ssh_private_key: str | None = TEST_PRIVATE_KEY) -> Run:
+_GENERATED = object()
+
+
+def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED) -> Run:
+    if ssh_private_key is _GENERATED:
+        ssh_private_key = generated_private_key()
     config = {f"source-ip-edge:{key}": json.dumps(value) for key, value in raw_config.items()}
     secret_keys = []
     if ssh_private_key is not None:

@@ -9,7 +9,7 @@ from components.haproxy_config import config_sha256, render_haproxy_config
 from components.config import parse_stack_config
 
 from .conftest import valid_raw
-from .program_harness import TEST_PRIVATE_KEY, run_program, unwrap_secret
+from .program_harness import run_program, generated_private_key, unwrap_secret
 
 COMMAND = "command:remote:Command"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -98,12 +98,12 @@ def test_a_replaced_config_command_restores_before_it_applies_again(envoyfilter_
     assert envoyfilter_run.one(COMMAND, "-edge-1-config").delete_before_replace is True
 
 
-def test_private_key_is_secret_in_the_connection(envoyfilter_run):
+def generated_private_key_is_secret_in_the_connection(envoyfilter_run):
     config = envoyfilter_run.one(COMMAND, "-edge-1-config")
     # The whole connection is a secret, so state keeps it encrypted and stdout is secret too.
     is_secret, connection = unwrap_secret(config.inputs["connection"])
     assert is_secret
-    assert unwrap_secret(connection["privateKey"])[1] == TEST_PRIVATE_KEY
+    assert unwrap_secret(connection["privateKey"])[1] == generated_private_key()
     for command in envoyfilter_run.all(COMMAND):
         for field in ("create", "update", "delete"):
             assert "PRIVATE KEY" not in str(command.inputs.get(field, ""))
