@@ -98,7 +98,7 @@ def test_a_replaced_config_command_restores_before_it_applies_again(envoyfilter_
     assert envoyfilter_run.one(COMMAND, "-edge-1-config").delete_before_replace is True
 
 
-def generated_private_key_is_secret_in_the_connection(envoyfilter_run):
+def test_private_key_is_secret_in_the_connection(envoyfilter_run):
     config = envoyfilter_run.one(COMMAND, "-edge-1-config")
     # The whole connection is a secret, so state keeps it encrypted and stdout is secret too.
     is_secret, connection = unwrap_secret(config.inputs["connection"])
