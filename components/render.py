@@ -142,11 +142,11 @@ def _kubernetes_object(typ: str, inputs: dict) -> dict[str, Any]:
     """A manifest from a kubernetes resource's inputs; a *Patch resource is written as the patch."""
     _, group_version, kind = typ.split(":")
     kind = kind.removesuffix("Patch")
-    metadata = {k: v for k, v in inputs["metadata"].items() if k != "annotations" or v}
-    if "annotations" in metadata:
-        metadata["annotations"] = {k: v for k, v in metadata["annotations"].items() if not k.startswith("pulumi.com/")}
-        if not metadata["annotations"]:
-            del metadata["annotations"]
+    metadata = dict(inputs["metadata"])
+    # Pulumi's own annotations (e.g. pulumi.com/patchForce) steer the provider, not the object.
+    annotations = {k: v for k, v in metadata.pop("annotations", {}).items() if not k.startswith("pulumi.com/")}
+    if annotations:
+        metadata["annotations"] = annotations
     obj = {"apiVersion": inputs.get("apiVersion", group_version.replace("core/", "")), "kind": inputs.get("kind", kind)}
     obj["metadata"] = metadata
     for key, value in inputs.items():

@@ -60,7 +60,7 @@ class SourceIpEdge(pulumi.ComponentResource):
             {"config": config, "provider": provider, "after": self.hosts},
             pulumi.ResourceOptions(parent=self),
         )
-        self.outputs = stack_outputs(config)
+        self.outputs = stack_outputs(config, haproxy_config)
         self.register_outputs(self.outputs)
 
 

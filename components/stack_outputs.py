@@ -9,11 +9,12 @@ from typing import Any
 
 from .authorization_policies import policy_names
 from .config import StackConfig
-from .haproxy_config import config_sha256, render_haproxy_config
+from .haproxy_config import config_sha256
 from .proxy_protocol_objects import envoy_filter, envoy_filter_name
 
 
-def stack_outputs(config: StackConfig) -> dict[str, Any]:
+def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
+    """The outputs for a stack whose hosts run `haproxy_config` (the rendered haproxy.cfg)."""
     haproxy, gateway, istio = config.haproxy, config.gateway, config.istio
     ports = gateway.backend_ports
     return {
@@ -45,7 +46,7 @@ def stack_outputs(config: StackConfig) -> dict[str, Any]:
             "deny": [str(n) for n in config.access.deny],
             "trustedPeers": [str(n) for n in config.access.trusted_peers],
         },
-        "haproxyConfigSha256": config_sha256(render_haproxy_config(config)),
+        "haproxyConfigSha256": config_sha256(haproxy_config),
         "istioVersion": istio.version,
         "gateway": {
             "namespace": istio.namespace,
