@@ -14,10 +14,10 @@ import yaml
 from .conftest import ROOT, haproxy_check
 
 
-def _render(stack: str, out: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def _render(stack: str, out: Path, project_root: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out)],
-        cwd=cwd,
+        [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out), "--project-root", str(project_root)],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -94,9 +94,8 @@ def test_bad_config_is_refused_with_one_line_and_nothing_written(tmp_path):
     stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     stack["config"]["source-ip-edge:access"]["allow"] = ["198.51.100.0/24", "192.0.2.0/24", "10.0.0.0/33"]
     (project / "Pulumi.broken.yaml").write_text(yaml.safe_dump(stack))
-    shutil.copytree(ROOT / "components", project / "components")
     out = tmp_path / "out"
-    result = _render("broken", out, cwd=project)
+    result = _render("broken", out, project_root=project)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: source-ip-edge:access.allow[2]: '10.0.0.0/33' is not a CIDR"]
     assert not out.exists()
