@@ -21,7 +21,7 @@ import (
 var sampleAppsYAML string
 
 func main() {
-	renderDir := flag.String("render", "", "render directory of one stack (python -m components.render --out DIR)")
+	renderDir := flag.String("render", "", "render directory of one stack (python -m source_ip_edge.tools.render --out DIR)")
 	out := flag.String("out", "", "write the full listeners as Envoy JSON here")
 	appsFile := flag.String("apps", "", "sample application objects (default: the built-in apps/sample-apps.yaml)")
 	stackFile := flag.String("stack-file", "", "Pulumi.<stack>.yaml: its access lists are what the RBAC check expects")

@@ -1,6 +1,6 @@
 package main
 
-// Reading one stack's render directory (python -m components.render --stack NAME --out DIR):
+// Reading one stack's render directory (python -m source_ip_edge.tools.render --stack NAME --out DIR):
 //   DIR/outputs.json            the stack outputs
 //   DIR/kubernetes/*.yaml       one Kubernetes object per file
 //   DIR/kubernetes/helm/*.yaml  one Helm release per file (chart, version, repository, namespace, values)

@@ -3,7 +3,7 @@
 Runs against a lab whose stack is up (`make lab`). Each round: a bounded load from a visitor
 (a new connection per request), three reloads or three restarts of the host's HAProxy 3 s
 apart. A restart is stop + start, what `systemctl restart` does; the stack's reload is USR2
-to the master (components/remote_scripts.py). Usage: python -m lab.bench_reload [LAB_NAME]
+to the master (source_ip_edge/render/haproxy_host/scripts.py). Usage: python -m lab.bench_reload [LAB_NAME]
 """
 
 from __future__ import annotations

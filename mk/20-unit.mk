@@ -4,4 +4,4 @@ unit: setup
 
 STACK ?= dev
 render: setup-python
-	$(PY) -m components.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
+	$(PY) -m source_ip_edge.tools.render --stack $(STACK) --out $(BUILD)/render/$(STACK)

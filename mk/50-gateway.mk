@@ -19,16 +19,16 @@ $(GATEWAY_BIN): $(GATEWAY_SOURCES)
 	cd $(GATEWAY_DIR) && go build -buildvcs=false -o $@ .
 
 gateway-preview: setup-python $(GATEWAY_BIN)
-	$(PY) -m components.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
+	$(PY) -m source_ip_edge.tools.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
 	$(GATEWAY_BIN) -render $(BUILD)/render/$(STACK) -stack-file $(ROOT)/Pulumi.$(STACK).yaml \
 	  -out $(GATEWAY_OUT)/$(STACK)/listeners.json
 
 gateway-test: setup-python
 	@rm -rf $(GATEWAY_OUT)/test-renders && mkdir -p $(GATEWAY_OUT)/test-renders
 	@set -e; for s in $(GATEWAY_STACKS); do \
-	  $(PY) -m components.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s >/dev/null; done; \
+	  $(PY) -m source_ip_edge.tools.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s >/dev/null; done; \
 	for s in $(GATEWAY_VARIANTS); do \
-	  $(PY) -m components.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s --project-root $(GATEWAY_VARIANTS_DIR) >/dev/null; done; \
+	  $(PY) -m source_ip_edge.tools.render --stack $$s --out $(GATEWAY_OUT)/test-renders/$$s --project-root $(GATEWAY_VARIANTS_DIR) >/dev/null; done; \
 	echo "gateway-test: rendered $(GATEWAY_STACKS) $(GATEWAY_VARIANTS)"
 	cd $(GATEWAY_DIR) && GATEWAY_PREVIEW_RENDERS=$(GATEWAY_OUT)/test-renders \
 	  GATEWAY_PREVIEW_STACK_FILES=$(ROOT):$(GATEWAY_VARIANTS_DIR) \

@@ -45,7 +45,7 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     for stack in STACKS:
         target = tmp_path_factory.mktemp("render") / stack
         result = subprocess.run(
-            [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(target)],
+            [sys.executable, "-m", "source_ip_edge.tools.render", "--stack", stack, "--out", str(target)],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, result.stderr

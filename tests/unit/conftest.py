@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.config import StackConfig, parse_stack_config
+from source_ip_edge.config import StackConfig, parse_stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBGKfyAcxm9D8pOf8FS3yH4MTmOd5yqHvq2NI6DdM7h"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from components.config import DEFAULT_CHART_REPOSITORY, DEFAULT_ISTIO_VERSION, SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
+from source_ip_edge.config import DEFAULT_CHART_REPOSITORY, DEFAULT_ISTIO_VERSION, SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
 
 from .conftest import ROOT, valid_raw
 

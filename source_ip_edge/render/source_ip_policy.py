@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import StackConfig
+from source_ip_edge.config import StackConfig
 
 
 def authorization_policies(config: StackConfig) -> list[dict[str, Any]]:

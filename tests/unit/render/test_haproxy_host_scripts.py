@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.remote_scripts import (
+from source_ip_edge.render.haproxy_host.scripts import (
     HEREDOC_DELIMITER,
     SYSTEMD_RUNTIME_DIR,
     RemotePaths,

@@ -7,8 +7,8 @@ from typing import Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import StackConfig
-from .istio_helm import istio_releases
+from source_ip_edge.config import StackConfig
+from source_ip_edge.render.istio_mesh import istio_releases
 
 
 class IstioMeshArgs(TypedDict):

@@ -7,9 +7,9 @@ from typing import Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import StackConfig
-from .custom_resource import custom_resource
-from .proxy_protocol_objects import envoy_filter, gateway_deployment_patch
+from source_ip_edge.config import StackConfig
+from source_ip_edge.resources.custom_resource import custom_resource
+from source_ip_edge.render.proxy_protocol import envoy_filter, gateway_deployment_patch
 
 
 class ProxyProtocolArgs(TypedDict):

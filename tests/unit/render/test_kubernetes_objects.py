@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from components.authorization_policies import authorization_policies
-from components.istio_helm import istio_releases
-from components.proxy_protocol_objects import (
+from source_ip_edge.render.source_ip_policy import authorization_policies
+from source_ip_edge.render.istio_mesh import istio_releases
+from source_ip_edge.render.proxy_protocol import (
     PROXY_CONFIG_ANNOTATION,
     PROXY_PROTOCOL_TYPE,
     ROLL_ANNOTATION,
@@ -17,7 +17,7 @@ from components.proxy_protocol_objects import (
     proxy_protocol_hash,
 )
 
-from .conftest import make_config
+from tests.unit.conftest import make_config
 
 
 def _native(raw):

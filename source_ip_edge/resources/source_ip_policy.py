@@ -7,9 +7,9 @@ from typing import Optional, Sequence, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .authorization_policies import authorization_policies
-from .config import StackConfig
-from .custom_resource import custom_resource
+from source_ip_edge.render.source_ip_policy import authorization_policies
+from source_ip_edge.config import StackConfig
+from source_ip_edge.resources.custom_resource import custom_resource
 
 
 class SourceIpPolicyArgs(TypedDict):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from .config import Frontend, GatewaySettings, HAProxySettings, StackConfig
+from source_ip_edge.config import Frontend, GatewaySettings, HAProxySettings, StackConfig
 
 HEALTH_CHECK_PATH = "/healthz/ready"  # the Istio gateway's readiness endpoint on its status port
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from components.haproxy_config import config_sha256, render_haproxy_config
+from source_ip_edge.render.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
 
-from .conftest import haproxy_check, make_config
+from tests.unit.conftest import haproxy_check, make_config
 
 
 def _section(text: str, header: str) -> list[str]:

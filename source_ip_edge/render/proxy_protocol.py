@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Any
 
-from .config import StackConfig
+from source_ip_edge.config import StackConfig
 
 PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"

@@ -1,6 +1,6 @@
 """Offline render: evaluate the program for one stack under Pulumi's mocks and write what it makes.
 
-    python -m components.render --stack prod --out build/render/prod
+    python -m source_ip_edge.tools.render --stack prod --out build/render/prod
 
 No Pulumi CLI, cluster or network. Secrets are replaced by placeholders. Writes:
   haproxy/<host>/haproxy.cfg and the remote scripts beside it (install.sh, apply.sh, restore.sh)
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SECRET_PLACEHOLDER = "<secret {key} not rendered>"
 
 COMMAND_TYPE = "command:remote:Command"
@@ -67,7 +67,7 @@ def evaluate(stack: str, project_root: Path = PROJECT_ROOT):
     """Run the program under mocks. Returns the resources it registered and the SourceIpEdge."""
     import pulumi
 
-    from .program import build
+    from source_ip_edge.program import build
 
     config, secret_keys = stack_config(stack, project_root)
     resources: list[tuple[str, str, dict]] = []
@@ -185,7 +185,7 @@ def render(stack: str, out: Path, project_root: Path = PROJECT_ROOT) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.render", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m source_ip_edge.tools.render", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.STACK.yaml")
     parser.add_argument("--out", required=True, type=Path, help="output folder (replaced)")
     parser.add_argument(

@@ -7,8 +7,8 @@ from typing import Optional, Sequence, TypedDict
 import pulumi
 import pulumi_command as command
 
-from .config import SshHost
-from .remote_scripts import apply_script, install_script, restore_script
+from source_ip_edge.config import SshHost
+from source_ip_edge.render.haproxy_host.scripts import apply_script, install_script, restore_script
 
 
 class HAProxyHostArgs(TypedDict):

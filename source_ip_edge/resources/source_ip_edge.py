@@ -7,13 +7,13 @@ from typing import Any, Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .config import StackConfig
-from .haproxy_config import render_haproxy_config
-from .haproxy_host import HAProxyHost
-from .istio_mesh import IstioMesh
-from .proxy_protocol import ProxyProtocol
-from .source_ip_policy import SourceIpPolicy
-from .stack_outputs import stack_outputs
+from source_ip_edge.config import StackConfig
+from source_ip_edge.render.haproxy_host.haproxy_cfg import render_haproxy_config
+from source_ip_edge.resources.haproxy_host import HAProxyHost
+from source_ip_edge.resources.istio_mesh import IstioMesh
+from source_ip_edge.resources.proxy_protocol import ProxyProtocol
+from source_ip_edge.resources.source_ip_policy import SourceIpPolicy
+from source_ip_edge.render.stack_outputs import stack_outputs
 
 
 class SourceIpEdgeArgs(TypedDict):

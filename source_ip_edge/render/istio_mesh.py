@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import GATEWAY_SERVICE_PORTS, StackConfig
-from .proxy_protocol_objects import gateway_pod_annotations, gateway_topology
+from source_ip_edge.config import GATEWAY_SERVICE_PORTS, StackConfig
+from source_ip_edge.render.proxy_protocol import gateway_pod_annotations, gateway_topology
 
 
 @dataclass(frozen=True)

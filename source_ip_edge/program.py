@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pulumi
 
-from .config import ConfigError, PROJECT, TOP_LEVEL_KEYS, check_known_keys, parse_stack_config
-from .source_ip_edge import SourceIpEdge
+from source_ip_edge.config import ConfigError, PROJECT, TOP_LEVEL_KEYS, check_known_keys, parse_stack_config
+from source_ip_edge.resources.source_ip_edge import SourceIpEdge
 
 
 def read_stack_config():

@@ -1,0 +1,1 @@
+"""source-ip-edge: config.py (typed configuration), render/ (pure), resources/ (Pulumi), program.py, tools/."""
