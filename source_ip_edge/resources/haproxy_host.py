@@ -8,7 +8,7 @@ import pulumi
 import pulumi_command as command
 
 from source_ip_edge.config import SshHost
-from source_ip_edge.render.haproxy_host.scripts import apply_script, install_script, restore_script
+from source_ip_edge.render.haproxy_host.scripts import apply_script, install_script, restore_script, uninstall_script
 
 
 class HAProxyHostArgs(TypedDict):
@@ -24,7 +24,7 @@ class HAProxyHostArgs(TypedDict):
 
 class HAProxyHost(pulumi.ComponentResource):
     install: command.remote.Command
-    """Installs the haproxy package (idempotent)."""
+    """Records the host as it was, installs haproxy and socat; destroy removes what it added."""
     config: command.remote.Command
     """Stages, checks (`haproxy -c`), swaps in and reloads haproxy.cfg; destroy restores."""
 
@@ -44,6 +44,8 @@ class HAProxyHost(pulumi.ComponentResource):
             f"{name}-install",
             connection=connection,
             create=install_script(),
+            # Runs after the config's restore (which depends on it): packages go last.
+            delete=uninstall_script(),
             opts=pulumi.ResourceOptions(parent=self),
         )
         # The config text sits inside the command, so `pulumi preview --diff` shows its changed

@@ -11,6 +11,11 @@ import hashlib
 from source_ip_edge.config import Frontend, GatewaySettings, HAProxySettings, StackConfig
 
 HEALTH_CHECK_PATH = "/healthz/ready"  # the Istio gateway's readiness endpoint on its status port
+# The status listener's only virtual host matches every domain ("*" in Istio's
+# tools/packaging/common/envoy_bootstrap.json), so any Host is routed. A fixed name, because the
+# check request is set per backend, not per server, and says who sends it.
+HEALTH_CHECK_HOST = "source-ip-edge-health-check"
+ADMIN_SOCKET = "/run/haproxy/admin.sock"  # HAProxy's runtime API on each host
 
 
 def render_haproxy_config(config: StackConfig) -> str:
@@ -23,7 +28,16 @@ def render_haproxy_config(config: StackConfig) -> str:
         *(_frontend(frontend) for frontend in haproxy.frontends),
         *(_backend(frontend, haproxy, config.gateway) for frontend in haproxy.frontends),
     ]
-    return "\n".join(sections)
+    text = "\n".join(sections)
+    # The runtime API's `show info` reports `description`: the hosts' apply script reads it to
+    # know which config the running workers loaded (a reload's exit code does not say).
+    identity = f"    description {config_identity(text)}\n"
+    return text.replace("\nglobal\n", f"\nglobal\n{identity}", 1)
+
+
+def config_identity(text_without_identity: str) -> str:
+    """What `show info` reports as `description` once HAProxy has loaded this config."""
+    return f"source-ip-edge sha256={config_sha256(text_without_identity)}"
 
 
 def config_sha256(text: str) -> str:
@@ -36,7 +50,10 @@ def backend_name(frontend: Frontend) -> str:
 
 def _header(config: StackConfig) -> str:
     return (
-        "# Managed by source-ip-edge (Pulumi). Local edits are replaced on the next `pulumi up`.\n"
+        # True whether or not the hosts detect drift: a host is only written when an update
+        # changes what it should run, so an edit survives until then and is lost at that point.
+        "# Managed by source-ip-edge (Pulumi): local edits are overwritten by the next change that\n"
+        "# `pulumi up` applies, and are not kept; change the stack's configuration instead.\n"
         f"# Visitors' TCP connections go to the Istio ingress gateway ({config.istio.namespace}/"
         f"{config.istio.gateway_name})\n"
         "# with a PROXY protocol header carrying the visitor's address; TLS is passed through untouched.\n"
@@ -52,7 +69,7 @@ def _global(haproxy: HAProxySettings) -> str:
         "    group haproxy",
         f"    maxconn {haproxy.maxconn}",
         # expose-fd lets a reloading process take over the listening sockets: no refused connections.
-        "    stats socket /run/haproxy/admin.sock mode 600 level admin expose-fd listeners",
+        f"    stats socket {ADMIN_SOCKET} mode 600 level admin expose-fd listeners",
         # Old processes keep serving long-lived tunnels after a reload; this bounds how long.
         f"    hard-stop-after {haproxy.timeouts.hard_stop_after}",
         *(f"    {line}" for line in haproxy.extra_global),
@@ -95,9 +112,16 @@ def _backend(frontend: Frontend, haproxy: HAProxySettings, gateway: GatewaySetti
     lines = [
         f"backend {backend_name(frontend)}",
         f"    balance {haproxy.balance}",
-        # The check goes to the status port, which takes no PROXY header (check-send-proxy
-        # would only apply to a check on the traffic port).
-        f"    option httpchk GET {HEALTH_CHECK_PATH}",
+        # The status listener is an Envoy HTTP connection manager without accept_http_10 (Istio's
+        # envoy_bootstrap.json): HTTP/1.0, which `option httpchk GET /path` sends, gets 426
+        # (istio/istio#44889) and HTTP/1.1 without Host gets 400 (envoyproxy/envoy#4827).
+        # In the file too, so nobody "simplifies" it back to `option httpchk GET /path`.
+        "    # The gateway's status listener (Envoy) refuses HTTP/1.0 (426) and HTTP/1.1 without Host (400).",
+        "    option httpchk",
+        f"    http-check send meth GET uri {HEALTH_CHECK_PATH} ver HTTP/1.1 hdr Host {HEALTH_CHECK_HOST}",
+        "    http-check expect status 200",
+        # The check goes to the status port (`port`), so it carries no PROXY header: HAProxy adds
+        # one to checks only without `port`/`addr`, or with check-send-proxy (configuration.txt).
         f"    default-server check port {ports['status']} inter 2s fall 3 rise 2 {send_proxy}",
     ]
     for node in gateway.nodes:

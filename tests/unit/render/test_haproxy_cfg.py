@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from source_ip_edge.render.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
+from source_ip_edge.render.haproxy_host.haproxy_cfg import config_identity, config_sha256, render_haproxy_config
 
 from tests.unit.conftest import haproxy_check, make_config
 
@@ -55,13 +55,34 @@ def test_frontends_bind_80_and_443_by_default_and_ipv6_binds_are_v6only(tmp_path
     assert haproxy_check(text, tmp_path).returncode == 0
 
 
+def test_header_says_local_edits_are_overwritten_by_the_next_applied_change():
+    header = render_haproxy_config(make_config()).split("\nglobal\n")[0]
+    one_line = " ".join(line.lstrip("# ") for line in header.splitlines())
+    assert "Managed by source-ip-edge (Pulumi)" in one_line
+    assert "local edits are overwritten by the next change that `pulumi up` applies, and are not kept" in one_line
+    assert "change the stack's configuration instead" in one_line
+    # A host is written only when its inputs change, so an edit is not replaced on every `pulumi up`.
+    assert "replaced on the next `pulumi up`" not in one_line
+
+
+def test_health_check_speaks_http11_with_a_host_and_expects_200(tmp_path):
+    text = render_haproxy_config(make_config())
+    for backend in ("backend gateway_http", "backend gateway_https"):
+        lines = _section(text, backend)
+        # HTTP/1.0 (what `option httpchk GET /path` sends) gets 426 from Envoy's status listener.
+        assert "option httpchk" in lines
+        assert not any(re.match(r"option httpchk \S", line) for line in lines)
+        assert "http-check send meth GET uri /healthz/ready ver HTTP/1.1 hdr Host source-ip-edge-health-check" in lines
+        assert "http-check expect status 200" in lines
+    assert haproxy_check(text, tmp_path).returncode == 0
+
+
 def test_backend_sends_proxy_v2_to_every_node_and_checks_the_status_port():
     text = render_haproxy_config(make_config())
     https = _section(text, "backend gateway_https")
-    assert "option httpchk GET /healthz/ready" in https
     default_server = next(line for line in https if line.startswith("default-server"))
     assert "send-proxy-v2" in default_server.split() and "port 30021" in default_server
-    # No PROXY header on the check: the status port does not expect one.
+    # No PROXY header on the check: with `port` HAProxy sends one only with check-send-proxy.
     assert "check-send-proxy" not in text
     assert [line for line in https if line.startswith("server ")] == [
         "server node-192.0.2.50 192.0.2.50:30443",
@@ -92,8 +113,17 @@ def test_adding_a_node_changes_only_server_lines():
     before = render_haproxy_config(make_config()).splitlines()
     after = render_haproxy_config(make_config(lambda r: r["gateway"]["nodes"].append("192.0.2.52"))).splitlines()
     added = [line for line in after if line not in before]
-    assert added == ["    server node-192.0.2.52 192.0.2.52:30080", "    server node-192.0.2.52 192.0.2.52:30443"]
-    assert all(line in after for line in before)
+    # The identity line carries the hash of everything else, so it changes with any change.
+    assert added[0].startswith("    description source-ip-edge sha256=")
+    assert added[1:] == ["    server node-192.0.2.52 192.0.2.52:30080", "    server node-192.0.2.52 192.0.2.52:30443"]
+    assert [line for line in before if line not in after] == [before[before.index("global") + 1]]
+
+
+def test_identity_line_is_the_hash_of_the_rest_of_the_file():
+    text = render_haproxy_config(make_config())
+    lines = text.splitlines(keepends=True)
+    identity = lines.pop(lines.index("global\n") + 1)
+    assert identity == f"    description {config_identity(''.join(lines))}\n"
 
 
 def test_extra_lines_land_in_their_section_and_are_checked_by_haproxy(tmp_path):

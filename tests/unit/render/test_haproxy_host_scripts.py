@@ -1,6 +1,7 @@
-"""The remote scripts, checked as text and run for real against a temp dir with the real haproxy.
-
-The runs use only loopback: a master-worker haproxy bound to 127.0.0.1 on a free port.
+"""The host scripts (render/haproxy_host/*.sh), checked as commands and run for real with the real
+haproxy on loopback, on every machine: the service manager is a parameter, so the pidfile path
+runs as itself and the systemd path runs against a systemctl stand-in as strict as Debian's unit
+(stand_ins/systemctl). The lab runs the same scripts on a host where systemd is PID 1.
 """
 
 from __future__ import annotations
@@ -11,37 +12,33 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from source_ip_edge.render.haproxy_host.haproxy_cfg import config_identity
 from source_ip_edge.render.haproxy_host.scripts import (
     HEREDOC_DELIMITER,
-    SYSTEMD_RUNTIME_DIR,
-    RemotePaths,
+    HostParams,
     apply_script,
     heredoc_delimiter,
     install_script,
     restore_script,
+    uninstall_script,
 )
 
 HAPROXY = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-
-
-@pytest.fixture
-def haproxy_installed():
-    # `make setup` installs HAProxy, so a missing one is a failure, never a skip.
-    assert HAPROXY is not None, "haproxy is not installed: run `make setup`"
-
-
-needs_haproxy = pytest.mark.usefixtures("haproxy_installed")
-# On a host where systemd runs, the scripts would drive the machine's own haproxy.service:
-# these runs only happen where they exercise the pidfile path (reported by pytest -ra if skipped).
-no_systemd_here = pytest.mark.skipif(
-    os.path.isdir(SYSTEMD_RUNTIME_DIR), reason="these runs exercise the pidfile/master-worker path"
-)
-
+STAND_INS = Path(__file__).with_name("stand_ins")
 TRICKY_COMMENT = "# $(touch /tmp/pwned) `id` ${HOME} \"double\" 'single' back\\slash\t<tab\n"
+ALL_SCRIPTS = (install_script, uninstall_script, restore_script, lambda: apply_script("x\n"))
+
+
+@pytest.fixture(autouse=True)
+def tools_installed():
+    # `make setup` installs them, so a missing one is a failure, never a skip.
+    for tool in ("haproxy", "socat", "flock"):
+        assert shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"), f"{tool}: run `make setup`"
 
 
 def _free_port() -> int:
@@ -50,10 +47,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(port: int, balance: str = "roundrobin", extra: str = "") -> str:
-    return (
+def _config(host: HostParams, port: int, balance: str = "roundrobin", extra: str = "", bind: str = "") -> str:
+    """A config shaped like the rendered one: our marker, the identity line, the stats socket."""
+    body = (
+        "# Managed by source-ip-edge (test)\n"
         "global\n"
         "    maxconn 100\n"
+        f"    stats socket {host.stats_socket} mode 600 level admin expose-fd listeners\n"
         f"{extra}"
         "\n"
         "defaults\n"
@@ -64,27 +64,78 @@ def _config(port: int, balance: str = "roundrobin", extra: str = "") -> str:
         "\n"
         + TRICKY_COMMENT
         + "frontend http\n"
-        f"    bind 127.0.0.1:{port}\n"
+        f"    bind {bind or f'127.0.0.1:{port}'}\n"
         "    default_backend gateway\n"
         "\n"
         "backend gateway\n"
         f"    balance {balance}\n"
         "    server node-1 127.0.0.1:9 send-proxy-v2\n"
     )
+    return body.replace("global\n", f"global\n    description {config_identity(body)}\n", 1)
 
 
-def _run(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+def _identity(config: str) -> str:
+    return next(line.split("description ", 1)[1] for line in config.splitlines() if "description " in line)
 
 
-def _pid_alive(pid: int) -> bool:
+class Host:
+    """One fake host in a temp dir: its paths, and the environment its scripts run in."""
+
+    def __init__(self, tmp: Path, manager: str):
+        etc = tmp / "etc"
+        etc.mkdir()
+        self.params = HostParams(
+            config=str(etc / "haproxy.cfg"),
+            state_dir=str(tmp / "state"),
+            pidfile=str(tmp / "haproxy.pid"),
+            stats_socket=str(tmp / "run" / "admin.sock"),
+            service_manager=manager,
+            conf_d=str(etc / "conf.d"),
+        )
+        self.systemd = tmp / "systemd"
+        self.dpkg = tmp / "dpkg"
+        self.dpkg.mkdir()
+        (self.dpkg / "installed").write_text("haproxy\nsocat\n")  # as on this machine (make setup)
+        self.env = dict(
+            os.environ,
+            PATH=f"{STAND_INS}:{os.environ['PATH']}" if manager == "systemd" else os.environ["PATH"],
+            HAPROXY_CFG=self.params.config,
+            PIDFILE=self.params.pidfile,
+            FAKE_SYSTEMD_DIR=str(self.systemd),
+            FAKE_DPKG_DIR=str(self.dpkg),
+        )
+
+    def run(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=self.env, **kw)
+
+    def popen(self, script: str) -> subprocess.Popen:
+        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env, start_new_session=True)
+
+    def apply(self, config: str) -> subprocess.CompletedProcess:
+        return self.run(apply_script(config, self.params))
+
+    def restore(self) -> subprocess.CompletedProcess:
+        return self.run(restore_script(self.params))
+
+    def master(self) -> int:
+        return int(Path(self.params.pidfile).read_text().split()[0])
+
+    def loaded(self) -> str:
+        result = subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{self.params.stats_socket}"],
+                                input="show info\n", capture_output=True, text=True, timeout=10)
+        return next((l.split(": ", 1)[1] for l in result.stdout.splitlines() if l.startswith("description: ")), "")
+
+    def record(self) -> dict[str, str]:
+        text = (Path(self.params.state_dir) / "before").read_text()
+        return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
         status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (ProcessLookupError, FileNotFoundError):
         return False
     return "\nState:\tZ" not in status and status.startswith("Name:\thaproxy")
 
@@ -96,43 +147,57 @@ def _children(pid: int) -> set[int]:
     return kids
 
 
-@pytest.fixture
-def host(tmp_path: Path):
-    """Temp-dir paths for one fake host; kills any haproxy the test left, by pid."""
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    paths = RemotePaths(
-        config=str(etc / "haproxy.cfg"),
-        staging=str(etc / "haproxy.cfg.source-ip-edge.new"),
-        previous=str(etc / "haproxy.cfg.source-ip-edge.prev"),
-        original=str(etc / "haproxy.cfg.source-ip-edge.orig"),
-        state_dir=str(tmp_path / "state"),
-        pidfile=str(tmp_path / "haproxy.pid"),
-    )
-    yield paths
-    pidfile = Path(paths.pidfile)
-    if pidfile.exists():
+def _wait_dead(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _make_host(tmp_path: Path, manager: str):
+    host = Host(tmp_path, manager)
+    yield host
+    pidfile = Path(host.params.pidfile)
+    if pidfile.exists():  # kill what the test left, by pid
         pid = int(pidfile.read_text().split()[0])
-        if _pid_alive(pid):
+        if _alive(pid):
             for kid in _children(pid):
                 os.kill(kid, signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
 
 
-def _master(paths: RemotePaths) -> int:
-    return int(Path(paths.pidfile).read_text().split()[0])
+@pytest.fixture(params=["pidfile", "systemd"])
+def host(request, tmp_path: Path):
+    """Every behaviour on both service managers."""
+    yield from _make_host(tmp_path, request.param)
 
+
+@pytest.fixture
+def systemd_host(tmp_path: Path):
+    yield from _make_host(tmp_path, "systemd")
+
+
+# --- the commands as text ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_every_script_parses(shell: str) -> None:
-    for script in (install_script(), apply_script(_config(8080)), restore_script()):
-        result = subprocess.run([shell, "-n"], input=script, capture_output=True, text=True)
+def test_every_command_parses(shell: str) -> None:
+    for make in ALL_SCRIPTS:
+        result = subprocess.run([shell, "-n"], input=make(), capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
 
-def test_scripts_stop_at_the_first_error() -> None:
-    for script in (install_script(), apply_script(_config(8080)), restore_script()):
-        assert script.startswith("set -eu\n")
+def test_commands_stop_at_the_first_error_and_name_their_script() -> None:
+    for make, name in zip(ALL_SCRIPTS, ("install.sh", "uninstall.sh", "restore.sh", "apply.sh")):
+        script = make()
+        assert script.startswith("set -eu\n") and f"source-ip-edge {name}" in script
+
+
+def test_scripts_are_sent_unchanged_after_their_parameters() -> None:
+    # Parameterised by variables, not by text replacement: each file is in the command verbatim.
+    here = Path(__file__).parents[3] / "source_ip_edge" / "render" / "haproxy_host"
+    command = apply_script("x\n")
+    assert (here / "lib.sh").read_text() in command and (here / "apply.sh").read_text() in command
+    assert "HAPROXY_CFG=/etc/haproxy/haproxy.cfg\n" in command
 
 
 def test_heredoc_delimiter_cannot_collide_with_config_lines() -> None:
@@ -143,186 +208,256 @@ def test_heredoc_delimiter_cannot_collide_with_config_lines() -> None:
 
 
 def test_config_is_readable_in_the_command_for_preview_diff() -> None:
-    config = _config(8080, balance="leastconn")
+    config = "global\n    maxconn 7\n\nbackend b\n    balance leastconn\n"
     script = apply_script(config)
-    assert config in script
-    assert "    balance leastconn\n" in script
-    assert "base64" not in script
+    assert config in script and "base64" not in script
 
 
 def test_paths_with_spaces_are_quoted() -> None:
-    paths = RemotePaths(config="/etc/ha proxy/haproxy.cfg")
-    assert "CONFIG='/etc/ha proxy/haproxy.cfg'" in apply_script("x\n", paths)
+    assert "HAPROXY_CFG='/etc/ha proxy/haproxy.cfg'" in apply_script("x\n", HostParams(config="/etc/ha proxy/haproxy.cfg"))
 
 
-@needs_haproxy
-def test_install_does_nothing_when_haproxy_is_present() -> None:
-    result = _run(install_script())
+# --- apply ----------------------------------------------------------------------------------------
+
+def test_apply_writes_config_byte_for_byte_with_shell_metacharacters(host: Host) -> None:
+    config = _config(host.params, _free_port())
+    result = host.apply(config)
     assert result.returncode == 0, result.stderr
-    assert "already installed" in result.stdout
-
-
-@needs_haproxy
-@no_systemd_here
-def test_apply_writes_config_byte_for_byte_with_shell_metacharacters(host: RemotePaths) -> None:
-    config = _config(_free_port())
-    result = _run(apply_script(config, host))
-    assert result.returncode == 0, result.stderr
-    assert Path(host.config).read_text() == config
+    assert Path(host.params.config).read_text() == config
+    assert host.loaded() == _identity(config)
     assert not Path("/tmp/pwned").exists()
 
 
-@needs_haproxy
-@no_systemd_here
-def test_apply_starts_master_worker_then_is_idempotent(host: RemotePaths) -> None:
-    config = _config(_free_port())
-    first = _run(apply_script(config, host))
+def test_apply_starts_haproxy_then_is_idempotent(host: Host) -> None:
+    config = _config(host.params, _free_port())
+    first = host.apply(config)
     assert first.returncode == 0, first.stderr
-    assert "started haproxy master-worker" in first.stdout
-    master = _master(host)
-    assert _pid_alive(master)
-    mtime = os.stat(host.config).st_mtime_ns
+    master = host.master()
+    mtime = os.stat(host.params.config).st_mtime_ns
     workers = _children(master)
 
-    again = _run(apply_script(config, host))
+    again = host.apply(config)
     assert again.returncode == 0, again.stderr
-    assert "haproxy.cfg unchanged" in again.stdout
-    assert _master(host) == master
-    assert _children(master) == workers
-    assert os.stat(host.config).st_mtime_ns == mtime
-    assert not Path(host.staging).exists()
-    assert not Path(host.previous).exists()
+    assert "unchanged and loaded by the running haproxy" in again.stdout
+    assert host.master() == master and _children(master) == workers
+    assert os.stat(host.params.config).st_mtime_ns == mtime
+    assert not list(Path(host.params.config).parent.glob(".haproxy.cfg.source-ip-edge.*")), "no staging file left"
 
 
-@needs_haproxy
-@no_systemd_here
-def test_changed_config_reloads_seamlessly_keeping_the_master(host: RemotePaths) -> None:
+def test_changed_config_reloads_seamlessly_keeping_the_master(host: Host) -> None:
     port = _free_port()
-    old, new = _config(port), _config(port, balance="leastconn")
-    assert _run(apply_script(old, host)).returncode == 0
-    master = _master(host)
-    workers = _children(master)
-
-    result = _run(apply_script(new, host))
+    old, new = _config(host.params, port), _config(host.params, port, balance="leastconn")
+    assert host.apply(old).returncode == 0
+    master = host.master()
+    result = host.apply(new)
     assert result.returncode == 0, result.stderr
-    assert "reloaded haproxy" in result.stdout
-    assert _master(host) == master and _pid_alive(master)
-    assert _children(master) - workers, "a new worker serves the new config"
-    assert Path(host.config).read_text() == new
-    assert Path(host.previous).read_text() == old
+    assert "haproxy runs the new config" in result.stdout
+    assert host.master() == master and _alive(master)
+    assert host.loaded() == _identity(new)
+    assert Path(host.params.config + ".source-ip-edge.prev").read_text() == old
     with socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # still listening
 
 
-@needs_haproxy
-@no_systemd_here
-def test_rejected_config_fails_at_check_and_touches_nothing(host: RemotePaths) -> None:
+def test_rejected_config_fails_at_check_and_touches_nothing(host: Host) -> None:
     port = _free_port()
-    good = _config(port)
-    assert _run(apply_script(good, host)).returncode == 0
-    master = _master(host)
-    workers = _children(master)
-
-    bad = _config(port, extra="    no-such-keyword 1\n")
-    result = _run(apply_script(bad, host))
-    assert result.returncode != 0
-    assert "rejected" in result.stderr
-    assert Path(host.config).read_text() == good
-    assert not Path(host.staging).exists()
-    assert _master(host) == master and _children(master) == workers
-
-    assert _run(apply_script(good, host)).returncode == 0  # the next good run converges
-    assert _master(host) == master
+    good = _config(host.params, port)
+    assert host.apply(good).returncode == 0
+    master, workers = host.master(), _children(host.master())
+    result = host.apply(_config(host.params, port, extra="    no-such-keyword 1\n"))
+    assert result.returncode != 0 and "rejected" in result.stderr
+    assert Path(host.params.config).read_text() == good
+    assert host.master() == master and _children(master) == workers
+    assert host.apply(good).returncode == 0
 
 
-@needs_haproxy
-@no_systemd_here
-def test_reload_that_cannot_bind_puts_the_previous_config_back(host: RemotePaths) -> None:
-    # `haproxy -c` passes (it does not bind), but the host has no 192.0.2.99.
+def test_reload_that_cannot_bind_is_detected_and_rolled_back(host: Host) -> None:
+    # `haproxy -c` passes (it does not bind) but the host has no 192.0.2.99. Debian's unit still
+    # returns 0 from `systemctl reload` (finding 4): only the runtime API tells.
     port = _free_port()
-    good = _config(port)
-    assert _run(apply_script(good, host)).returncode == 0
-    master = _master(host)
-    unbindable = good.replace(f"bind 127.0.0.1:{port}", "bind 192.0.2.99:18080")
-
-    result = _run(apply_script(unbindable, host))
+    good = _config(host.params, port)
+    assert host.apply(good).returncode == 0
+    master = host.master()
+    unbindable = _config(host.params, port, bind="192.0.2.99:18080")
+    result = host.apply(unbindable)
     assert result.returncode != 0
-    assert "putting back the previous haproxy.cfg" in result.stderr
-    assert Path(host.config).read_text() == good
-    assert _master(host) == master and _pid_alive(master)
+    assert "did not load the new config" in result.stderr and "previous haproxy.cfg is back" in result.stderr
+    assert Path(host.params.config).read_text() == good
+    assert host.master() == master and host.loaded() == _identity(good)
     with socket.create_connection(("127.0.0.1", port), timeout=2):
-        pass  # the running config still serves
+        pass
+    again = host.apply(good)
+    assert again.returncode == 0 and "unchanged and loaded" in again.stdout
 
-    again = _run(apply_script(good, host))
-    assert again.returncode == 0 and "haproxy.cfg unchanged" in again.stdout
+
+def test_file_in_place_but_not_loaded_is_reloaded(host: Host) -> None:
+    # Finding 3: the state an apply cut between swap and reload leaves behind.
+    port = _free_port()
+    old, new = _config(host.params, port), _config(host.params, port, balance="leastconn")
+    assert host.apply(old).returncode == 0
+    Path(host.params.config).write_text(new)
+    result = host.apply(new)
+    assert result.returncode == 0, result.stderr
+    assert "has not loaded it" in result.stdout
+    assert host.loaded() == _identity(new)
 
 
-@needs_haproxy
-@no_systemd_here
-def test_restore_puts_back_the_original_and_stops_what_we_started(host: RemotePaths) -> None:
+def test_apply_killed_between_swap_and_reload_converges_on_the_next_run(systemd_host: Host, tmp_path: Path) -> None:
+    host = systemd_host
+    port = _free_port()
+    old, new = _config(host.params, port), _config(host.params, port, balance="leastconn")
+    assert host.apply(old).returncode == 0
+    hang = tmp_path / "hang-reload"
+    hang.touch()
+    host.env["FAKE_SYSTEMD_HANG_RELOAD"] = str(hang)
+    cut = host.popen(apply_script(new, host.params))
+    deadline = time.monotonic() + 30
+    while Path(host.params.config).read_text() != new and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Path(host.params.config).read_text() == new, "the apply reached its swap"
+    os.killpg(cut.pid, signal.SIGKILL)  # the SSH session dies: the whole command goes
+    cut.wait(timeout=10)
+    hang.unlink()
+    assert host.loaded() == _identity(old), "killed before the reload"
+
+    result = host.apply(new)
+    assert result.returncode == 0, result.stderr
+    assert host.loaded() == _identity(new)
+
+
+def test_two_applies_at_once_take_turns_on_the_host_lock(host: Host) -> None:
+    port = _free_port()
+    first, second = _config(host.params, port), _config(host.params, port, balance="leastconn")
+    assert host.apply(first).returncode == 0
+    # Someone holds the lock (another apply): ours says so and waits for it.
+    holder = subprocess.Popen(["flock", str(Path(host.params.state_dir) / "lock"), "sleep", "2"])
+    time.sleep(0.3)
+    started = time.monotonic()
+    waited = host.apply(second)
+    assert waited.returncode == 0, waited.stderr
+    assert "waiting for it" in waited.stdout and time.monotonic() - started >= 1.0
+    holder.wait(timeout=10)
+    # Two real applies at once: each runs whole, so the live file is one of the two inputs and is
+    # the one running (before the lock, a mix of both went live with exit 0).
+    a, b = host.popen(apply_script(first, host.params)), host.popen(apply_script(second, host.params))
+    assert a.wait(timeout=120) == 0 and b.wait(timeout=120) == 0
+    live = Path(host.params.config).read_text()
+    assert live in (first, second) and host.loaded() == _identity(live)
+
+
+def test_rhel_conf_d_is_checked_together_with_our_file(host: Host) -> None:
+    port = _free_port()
+    conf_d = Path(host.params.conf_d)
+    conf_d.mkdir()
+    (conf_d / "broken.cfg").write_text("frontend other\n    no-such-keyword 1\n")
+    result = host.apply(_config(host.params, port))
+    assert result.returncode != 0 and "rejected" in result.stderr
+    assert not Path(host.params.config).exists()
+
+
+# --- the record of the host before us, restore and uninstall --------------------------------------
+
+def test_restore_puts_back_the_original_and_stops_what_we_started(host: Host) -> None:
     original = "# the host's own config\nglobal\n    maxconn 10\n"
-    Path(host.config).write_text(original)
-    assert _run(apply_script(_config(_free_port()), host)).returncode == 0
-    assert Path(host.original).read_text() == original
-    master = _master(host)
-
-    result = _run(restore_script(host))
+    Path(host.params.config).write_text(original)
+    assert host.apply(_config(host.params, _free_port())).returncode == 0
+    assert host.record()["config_existed"] == "yes" and host.record()["was_running"] == "no"
+    master = host.master()
+    result = host.restore()
     assert result.returncode == 0, result.stderr
-    assert Path(host.config).read_text() == original
-    deadline = time.monotonic() + 5
-    while _pid_alive(master) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _pid_alive(master)
-    for leftover in (host.original, host.previous, host.staging, host.state_dir, host.pidfile):
-        assert not Path(leftover).exists(), leftover
-
-    again = _run(restore_script(host))
-    assert again.returncode == 0 and "nothing to restore" in again.stdout
+    assert Path(host.params.config).read_text() == original
+    assert _wait_dead(master)
+    assert not Path(host.params.config + ".source-ip-edge.orig").exists()
 
 
-@needs_haproxy
-@no_systemd_here
-def test_restore_removes_our_config_when_the_host_had_none(host: RemotePaths) -> None:
-    assert _run(apply_script(_config(_free_port()), host)).returncode == 0
-    assert _run(restore_script(host)).returncode == 0
-    assert not Path(host.config).exists()
+def test_restore_removes_our_config_when_the_host_had_none(host: Host) -> None:
+    assert host.apply(_config(host.params, _free_port())).returncode == 0
+    assert host.restore().returncode == 0
+    assert not Path(host.params.config).exists()
 
 
-@needs_haproxy
-@no_systemd_here
-def test_restore_keeps_haproxy_running_when_it_ran_before_us(host: RemotePaths) -> None:
+def test_restore_keeps_haproxy_running_when_it_ran_before_us(host: Host) -> None:
     port = _free_port()
-    original = _config(port, balance="source")
-    Path(host.config).write_text(original)
-    started = subprocess.run(
-        [HAPROXY, "-W", "-D", "-p", host.pidfile, "-f", host.config], capture_output=True, timeout=30
-    )
-    assert started.returncode == 0, started.stderr
-    master = _master(host)
+    # The host's own config (no source-ip-edge marker), with an identity line so the test can
+    # read what the running haproxy loaded.
+    original = _config(host.params, port, balance="source").replace("# Managed by source-ip-edge (test)", "# mine")
+    Path(host.params.config).write_text(original)
+    Path(host.params.stats_socket).parent.mkdir()
+    assert host.run(f"haproxy -W -D -p {host.params.pidfile} -f {host.params.config}").returncode == 0
+    if host.params.service_manager == "systemd":
+        (host.systemd / "haproxy").mkdir(parents=True)
+        (host.systemd / "haproxy" / "enabled").touch()
+    master = host.master()
+    assert host.apply(_config(host.params, port)).returncode == 0
+    restored = host.restore()
+    assert restored.returncode == 0, restored.stderr
+    assert Path(host.params.config).read_text() == original
+    deadline = time.monotonic() + 10
+    while host.loaded() != _identity(original) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert host.master() == master and host.loaded() == _identity(original)
 
-    assert _run(apply_script(_config(port), host)).returncode == 0
-    assert _run(restore_script(host)).returncode == 0
-    assert Path(host.config).read_text() == original
-    assert _master(host) == master and _pid_alive(master)
 
-
-@needs_haproxy
-@no_systemd_here
-def test_legacy_daemon_is_taken_over_without_usr2(host: RemotePaths) -> None:
-    # USR2 would kill a haproxy that is not master-worker (e.g. Debian's sysvinit script).
-    port = _free_port()
-    Path(host.config).write_text(_config(port, balance="source"))
-    started = subprocess.run(
-        [HAPROXY, "-D", "-p", host.pidfile, "-f", host.config], capture_output=True, timeout=30
-    )
-    assert started.returncode == 0, started.stderr
-    legacy = _master(host)
-
-    result = _run(apply_script(_config(port), host))
+def test_restore_without_a_record_keeps_the_live_config_and_process(host: Host) -> None:
+    # Finding 2: with the state directory gone, the old restore deleted haproxy.cfg and stopped
+    # the running haproxy.
+    config = _config(host.params, _free_port())
+    assert host.apply(config).returncode == 0
+    master = host.master()
+    shutil.rmtree(host.params.state_dir)
+    result = host.restore()
     assert result.returncode == 0, result.stderr
-    master = _master(host)
-    assert master != legacy and _pid_alive(master)
-    deadline = time.monotonic() + 5
-    while _pid_alive(legacy) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _pid_alive(legacy)
+    assert "keeping the live haproxy.cfg and service" in result.stdout
+    assert Path(host.params.config).read_text() == config
+    assert _alive(master)
+
+
+def test_lost_state_dir_never_takes_our_config_for_the_original(host: Host) -> None:
+    original = "# the host's own config\nglobal\n    maxconn 10\n"
+    Path(host.params.config).write_text(original)
+    port = _free_port()
+    assert host.apply(_config(host.params, port)).returncode == 0
+    shutil.rmtree(host.params.state_dir)  # the record is lost
+
+    result = host.apply(_config(host.params, port, balance="leastconn"))
+    assert result.returncode == 0, result.stderr
+    assert "record" in result.stderr and host.record() == {"record": "lost"}
+    assert Path(host.params.config + ".source-ip-edge.orig").read_text() == original, "the saved original survives"
+    restored = host.restore()
+    assert restored.returncode == 0 and "keeping the live" in restored.stdout
+    assert "still at" in restored.stdout
+
+
+def test_the_host_is_recorded_before_our_install_and_uninstall_returns_to_it(systemd_host: Host) -> None:
+    # Finding 6: before, the record was taken after the package install (whose postinst enables
+    # haproxy.service), so destroy believed the host had haproxy enabled.
+    host = systemd_host
+    (host.dpkg / "installed").write_text("base-files\n")
+    installed = host.run(install_script(host.params))
+    assert installed.returncode == 0, installed.stderr
+    assert host.record()["package"] == "no" and host.record()["was_enabled"] == "no"
+    install = [c.split() for c in (host.dpkg / "calls").read_text().splitlines() if c.startswith("install")]
+    assert install and install[0][-2:] == ["haproxy", "socat"]
+    assert (host.systemd / "haproxy" / "enabled").exists(), "the package's postinst enabled it"
+
+    assert host.apply(_config(host.params, _free_port())).returncode == 0
+    master = host.master()
+    assert host.restore().returncode == 0
+    assert _wait_dead(master)
+    assert not (host.systemd / "haproxy" / "enabled").exists(), "disabled again, as before us"
+    removed = host.run(uninstall_script(host.params))
+    assert removed.returncode == 0, removed.stderr
+    calls = (host.dpkg / "calls").read_text().splitlines()
+    assert calls[-1].split()[0] == "purge" and set(calls[-1].split()[-3:]) == {"haproxy", "liblua5.3-0", "socat"}
+    assert (host.dpkg / "installed").read_text().split() == ["base-files"]
+    assert not Path(host.params.state_dir).exists()
+
+
+def test_install_records_an_existing_haproxy_and_leaves_packages_alone(systemd_host: Host) -> None:
+    host = systemd_host
+    (host.dpkg / "installed").write_text("haproxy\nsocat\n")
+    result = host.run(install_script(host.params))
+    assert result.returncode == 0, result.stderr
+    assert "already installed" in result.stdout and host.record()["package"] == "yes"
+    assert host.run(uninstall_script(host.params)).returncode == 0
+    assert (host.dpkg / "installed").read_text().split() == ["haproxy", "socat"]
