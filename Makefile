@@ -20,5 +20,6 @@ help:
 	@echo "make lab-down    destroy the lab stack and remove the lab"
 	@echo "make lab-bench   requests lost during seamless reloads versus restarts (after make lab)"
 	@echo "make gateway-preview STACK=prod   the gateway's Envoy listeners, computed by istiod's code"
+	@echo "make lint        actionlint over .github/workflows, shellcheck over every shell file"
 	@echo "make render-test / gateway-test / lab-test / toolchain-test   one test layer"
 	@echo "make test        everything (what .ci/run runs)"
