@@ -1,9 +1,11 @@
-"""Numbers, not pass/fail: requests lost while HAProxy reloads (USR2) versus restarts, under load.
+"""Numbers, not pass/fail: requests lost while HAProxy reloads (seamless, USR2) versus restarts, under load.
 
 Runs against a lab whose stack is up (`make lab`). Each round: a bounded load from a visitor
 (a new connection per request), three reloads or three restarts of the host's HAProxy 3 s
-apart. A restart is stop + start, what `systemctl restart` does; the stack's reload is USR2
-to the master (source_ip_edge/render/haproxy_host/scripts.py). Usage: python -m lab.bench_reload [LAB_NAME]
+apart. The lab's host boots systemd, so these are `systemctl reload haproxy` (Debian's unit:
+`haproxy -c`, then USR2 to the master) and `systemctl restart haproxy` (stop + start); on a
+host without systemd, USR2 to the master and a stop + start of the master-worker daemon.
+Usage: python -m lab.bench_reload [LAB_NAME]
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import time
 
 from lab.labkit import Lab, load_result
 
-RELOAD = "kill -USR2 $(cat /run/haproxy.pid)"
+RELOAD = "if [ -d /run/systemd/system ]; then systemctl reload haproxy; else kill -USR2 $(cat /run/haproxy.pid); fi"
 RESTART = (
+    "if [ -d /run/systemd/system ]; then systemctl restart haproxy; else "
     "pid=$(cat /run/haproxy.pid); kill -TERM $pid; while kill -0 $pid 2>/dev/null; do sleep 0.05; done; "
-    "haproxy -W -D -p /run/haproxy.pid -f /etc/haproxy/haproxy.cfg"
+    "haproxy -W -D -p /run/haproxy.pid -f /etc/haproxy/haproxy.cfg; fi"
 )
 
 
@@ -40,7 +43,7 @@ def main(name: str) -> int:
     if lab.master_pid() is None:
         print("no HAProxy master on the lab host: run `make lab` first", file=sys.stderr)
         return 1
-    for label, action in (("3 reloads (USR2)", RELOAD), ("3 restarts", RESTART)):
+    for label, action in (("3 reloads", RELOAD), ("3 restarts", RESTART)):
         counts = round_under_load(lab, action)
         print(f"{label:18} {counts['requests']:>7} requests, {counts['failed']:>5} failed  {counts['failures']}")
     return 0

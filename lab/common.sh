@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # every setting here is read by the scripts that source this file
 # Shared settings of the local lab. Sourced by lab/*.sh; LAB_NAME selects an instance.
 #
 # Every address is from a documentation range and lives only inside network
@@ -9,13 +10,27 @@ LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LAB_NAME=${LAB_NAME:-lab}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/source-ip-edge}
 LAB_CACHE=$CACHE_DIR/lab
-ROOTFS_TARBALL=$LAB_CACHE/bookworm-minbase-sshd.tar.gz
-APT_REPO_DIR=$LAB_CACHE/apt
+ROOTFS_TARBALL=$LAB_CACHE/bookworm-minbase-systemd-sshd.tar.gz   # boots systemd; the name changes with what is in it
+# What the hosts' own apt installs: the provisioning's packages (source_ip_edge/render/haproxy_host/
+# install.sh) and keepalived for an HA pair. The local apt repository carries these and their
+# dependencies, nothing else; its name says which, so a new list builds a new one.
+HOST_PACKAGES="haproxy socat keepalived"
+APT_REPO_DIR=$LAB_CACHE/apt-${HOST_PACKAGES// /-}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
-LAB_DIR=$LAB_REPO/build/$LAB_NAME
+# Live state (host roots, pid files, keys, logs, the stand-ins' files) never lives in the checkout:
+# a recursive walk of the worktree (cp -r, grep -r, an indexer) must stay finite while the lab is up.
+# It goes under /run because it lives exactly as long as the namespaces and processes it describes
+# (a reboot clears both); the name carries a hash of the checkout's path, so checkouts never share it.
+# A host root takes about 180 MB: where /run is a small tmpfs, set LAB_RUN_BASE to a disk directory.
+LAB_RUN_BASE=${LAB_RUN_BASE:-/run/source-ip-edge}
+LAB_DIR=$LAB_RUN_BASE/$LAB_NAME-$(printf %s "$LAB_REPO" | sha256sum | cut -c1-8)
 HOST_ROOT=$LAB_DIR/root
-PID_DIR=$LAB_DIR/pids
+HOST_PID_FILE=$LAB_DIR/host.pid   # systemd-nspawn's pid: the HAProxy host is stopped through it
+HOST_CGROUPS_FILE=$LAB_DIR/host.cgroups   # the cgroups it runs in (host_cgroups, below)
+PID_DIR=$LAB_DIR/pids             # every other process the lab started
+# Plain files that users and tests read (lab.json, the rendered Kubernetes YAML); nothing live.
+LAB_OUT=$LAB_REPO/build/$LAB_NAME
 
 case "$LAB_NAME" in
   lab)      NS_PREFIX=sie;  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10 ;;
@@ -45,7 +60,7 @@ NODE_PORT_HTTPS=30443
 NODE_PORT_STATUS=30021
 
 # Namespace names are per machine, not per checkout: the owner file says which checkout's lab they are.
-OWNER_FILE=/run/source-ip-edge/$LAB_NAME.owner
+OWNER_FILE=$LAB_RUN_BASE/$LAB_NAME.owner
 
 log() { echo "lab[$LAB_NAME]: $*"; }
 
@@ -57,6 +72,21 @@ refuse_foreign_lab() {
     log "a lab '$LAB_NAME' from $owner is up on this machine: run make lab-down in that checkout first" >&2
     exit 1
   fi
+}
+
+# The cgroups a lab host's container runs in, one per hierarchy systemd uses (name=systemd and the
+# unified one), below this shell's own. systemd-nspawn --keep-unit puts a container, split into
+# payload/ and supervisor/, in the cgroup nspawn was started in: without a cgroup of its own,
+# two hosts started from one shell would share one systemd tree.
+host_cgroups() {  # container name
+  awk -v name="$1" '
+    FILENAME == "/proc/self/cgroup" {
+      split($0, f, ":"); if (f[2] == "") unified = f[3]; if (f[2] == "name=systemd") legacy = f[3]; next
+    }
+    $3 == "cgroup2" { dir = $2 "/" unified "/" name }
+    $3 == "cgroup" && $4 ~ /(^|,)name=systemd(,|$)/ { dir = $2 "/" legacy "/" name }
+    dir != "" { gsub(/\/+/, "/", dir); print dir; dir = "" }
+  ' /proc/self/cgroup /proc/self/mounts
 }
 
 # Mount points under $1, deepest first.

@@ -33,7 +33,11 @@ class Visitor:
 class Lab:
     name: str
     dir: Path
+    """build/<name> in the checkout: plain files only (lab.json, the rendered Kubernetes YAML)."""
+    run_dir: Path
+    """The lab's live state (host root, keys, pid files), outside the checkout."""
     host_root: Path
+    """The HAProxy host's root directory, as unpacked: the booted host mounts its /run over it."""
     private_key_file: Path
     known_hosts_file: Path
     edge_namespace: str
@@ -47,6 +51,7 @@ class Lab:
         return cls(
             name=raw["name"],
             dir=Path(raw["dir"]),
+            run_dir=Path(raw["runDir"]),
             host_root=Path(raw["hostRoot"]),
             private_key_file=Path(raw["privateKeyFile"]),
             known_hosts_file=Path(raw["knownHostsFile"]),
@@ -57,8 +62,32 @@ class Lab:
         )
 
     def host_path(self, path: str) -> Path:
-        """A file of the HAProxy host, read straight from its root directory."""
-        return self.host_root / path.lstrip("/")
+        """A file of the HAProxy host as the host sees it, read from this machine.
+
+        Through the root of the host's PID 1 while it runs, so /run (a tmpfs in the container's
+        own mount namespace) is seen as the host sees it; the root directory once it is halted.
+        """
+        init = self.host_init_pid()
+        root = Path(f"/proc/{init}/root") if init else self.host_root
+        return root / path.lstrip("/")
+
+    def host_init_pid(self) -> int | None:
+        """The HAProxy host's systemd (PID 1 in its container), as a pid of this machine."""
+        for pid in self.namespace_pids(self.edge_namespace):
+            if _namespace_pids(pid)[1:] == [1]:
+                return pid
+        return None
+
+    def host_log(self, identifier: str) -> str:
+        """What one program (syslog identifier, e.g. sshd) logged on the HAProxy host, from its journal."""
+        result = subprocess.run(
+            ["journalctl", "--root", str(self.host_path("/")), "--identifier", identifier,
+             "--output", "cat", "--no-pager"],
+            capture_output=True, text=True, timeout=30,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"journalctl failed: {result.stderr.strip()}")
+        return result.stdout
 
     def ssh(self, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -69,15 +98,21 @@ class Lab:
         )
 
     def master_pid(self) -> int | None:
-        """The HAProxy master's pid from the host's pidfile, if that process is alive."""
+        """The HAProxy master's pid (a pid of this machine), from the host's pidfile, if alive.
+
+        The pidfile holds the pid inside the host's own PID namespace: matched through NSpid.
+        """
         pidfile = self.host_path("/run/haproxy.pid")
         if not pidfile.exists():
             return None
         text = pidfile.read_text().split()
         if not text:
             return None
-        pid = int(text[0])
-        return pid if _is_live_haproxy(pid) else None
+        inner = int(text[0])
+        for pid in self.haproxy_pids():
+            if _namespace_pids(pid)[-1:] == [inner]:
+                return pid
+        return None
 
     def haproxy_pids(self) -> set[int]:
         """Every live haproxy process on the HAProxy host (in its network namespace)."""
@@ -115,6 +150,18 @@ def load_result(process: subprocess.Popen, timeout: float) -> dict:
 def in_namespace(namespace: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _namespace_pids(pid: int) -> list[int]:
+    """A process's pid in each PID namespace it is in, outermost first (NSpid); [] if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return [int(p) for p in line.split()[1:]]
+    return []
 
 
 def _is_live_haproxy(pid: int) -> bool:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Brings up the local lab (idempotent): network namespaces, a Debian HAProxy host
-# reached over real SSH, two PROXY-protocol gateway stand-ins (nginx), visitors,
-# a local apt repository, and the lab stack's Pulumi.<LAB_NAME>.yaml.
+# Brings up the local lab (idempotent): network namespaces, a Debian HAProxy host booted
+# with systemd as PID 1 (systemd-nspawn) and reached over real SSH, two PROXY-protocol
+# gateway stand-ins (nginx), visitors, a local apt repository, and the lab stack's
+# Pulumi.<LAB_NAME>.yaml. Live state goes to $LAB_DIR (under /run, never in the checkout);
+# only plain files a user reads (lab.json, rendered YAML) go to build/<LAB_NAME>.
 #
 #   visitors 198.51.100.7 (+2001:db8:100::7), 198.51.100.8 ─┐
-#   HAProxy host 203.0.113.10 (+2001:db8:113::10), sshd ────┼── router ns (bridges, apt repo on 203.0.113.1:8080)
+#   HAProxy host 203.0.113.10 (+2001:db8:113::10), ssh ─────┼── router ns (bridges, apt repo on 203.0.113.1:8080)
 #   gateways 192.0.2.50, 192.0.2.51 (nginx proxy_protocol) ─┘        │
 #   root ns: veth 203.0.113.254/32, route to the HAProxy host only ──┘
 source "$(dirname "$0")/common.sh"
@@ -15,6 +17,7 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 lab_is_up() {
   [ -f "$LAB_DIR/up" ] || return 1
   for ns in $LAB_NAMESPACES; do ns_exists "$ns" || return 1; done
+  pid_alive "$HOST_PID_FILE" || return 1
   for f in "$PID_DIR"/*.pid; do pid_alive "$f" || return 1; done
 }
 
@@ -25,15 +28,15 @@ if lab_is_up; then
 fi
 leftovers=no
 for ns in $LAB_NAMESPACES; do ns_exists "$ns" && leftovers=yes; done
-{ [ -e "$LAB_DIR" ] || ip link show "$ROOT_VETH" >/dev/null 2>&1; } && leftovers=yes
+{ [ -e "$LAB_DIR" ] || [ -e "$LAB_OUT" ] || ip link show "$ROOT_VETH" >/dev/null 2>&1; } && leftovers=yes
 if [ "$leftovers" = yes ]; then
   log "removing the remains of an incomplete lab"
   bash "$LAB_REPO/lab/down.sh"
 fi
-[ -s "$ROOTFS_TARBALL" ] || bash "$LAB_REPO/lab/cache-rootfs.sh"
+{ [ -s "$ROOTFS_TARBALL" ] && [ -s "$APT_REPO_DIR/Packages.gz" ]; } || bash "$LAB_REPO/lab/cache-rootfs.sh"
 
 started=$(date +%s)
-mkdir -p "$LAB_DIR" "$PID_DIR" "$(dirname "$OWNER_FILE")"
+mkdir -p "$LAB_DIR" "$PID_DIR" "$LAB_OUT" "$(dirname "$OWNER_FILE")"
 echo "$LAB_DIR" >"$OWNER_FILE"
 chmod 700 "$LAB_DIR"
 
@@ -86,73 +89,51 @@ ip netns exec "$NS_ROUTER" python3 -m http.server "$APT_PORT" --bind "$APT_ADDR"
   >"$LAB_DIR/apt-http.log" 2>&1 </dev/null &
 echo $! >"$PID_DIR/apt-http.pid"
 
-# --- gateway stand-ins: nginx speaking PROXY protocol like the Istio gateway --
-mkdir -p "$LAB_DIR/tls"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-  -subj "/CN=gateway.lab.invalid" -keyout "$LAB_DIR/tls/gateway.key" -out "$LAB_DIR/tls/gateway.crt" 2>/dev/null
-for gw in gw1:"$NS_GATEWAY1":"$GATEWAY1" gw2:"$NS_GATEWAY2":"$GATEWAY2"; do
-  IFS=: read -r name ns addr <<<"$gw"
-  dir=$LAB_DIR/$name
-  mkdir -p "$dir"
-  cat >"$dir/nginx.conf" <<CONF
-# Gateway stand-in $name: answers with the client address from the PROXY header.
-worker_processes 1;
-pid $PID_DIR/$name-nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp;
-    proxy_temp_path $dir/tmp;
-    fastcgi_temp_path $dir/tmp;
-    uwsgi_temp_path $dir/tmp;
-    scgi_temp_path $dir/tmp;
-    default_type text/plain;
-    add_header X-Lab-Gateway $name always;
-    server {
-        listen $addr:$NODE_PORT_HTTP proxy_protocol;
-        listen $addr:$NODE_PORT_HTTPS ssl proxy_protocol;
-        ssl_certificate $LAB_DIR/tls/gateway.crt;
-        ssl_certificate_key $LAB_DIR/tls/gateway.key;
-        location / { return 200 "\$proxy_protocol_addr\n"; }
-    }
-    server {
-        listen $addr:$NODE_PORT_STATUS;
-        location = /healthz/ready { return 200 "ready\n"; }
-    }
-}
-CONF
-  mkdir -p "$dir/tmp"
-  ip netns exec "$ns" nginx -q -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
-done
+# --- gateway stand-ins: nginx behaving like the Istio gateway's Envoy (docs/stand-ins.md) --
+bash "$LAB_REPO/lab/gateways.sh"
 
-# --- the HAProxy host: a fresh Debian root with sshd, in its own namespace ----
+# --- the HAProxy host: Debian bookworm booted with systemd as PID 1 ------------------
+# systemd-nspawn, not QEMU: KVM guests hang on this kind of machine and TCG is slow (docs/lab.md).
+# A fresh root per lab from the cached tarball; what makes it this lab's host is written here.
 mkdir -p "$HOST_ROOT"
 tar -C "$HOST_ROOT" --numeric-owner -xzf "$ROOTFS_TARBALL"
 rm -f "$HOST_ROOT"/etc/apt/sources.list.d/*
 echo "deb [trusted=yes] http://$APT_ADDR:$APT_PORT ./" >"$HOST_ROOT/etc/apt/sources.list"
 echo "lab-edge" >"$HOST_ROOT/etc/hostname"
+tr -d - </proc/sys/kernel/random/uuid >"$HOST_ROOT/etc/machine-id"
 ssh-keygen -q -t ed25519 -N '' -C "lab-edge host key" -f "$HOST_ROOT/etc/ssh/ssh_host_ed25519_key"
+# Debian's ssh.service runs sshd; only the pinned key serves, and only keys log in.
+cat >"$HOST_ROOT/etc/ssh/sshd_config.d/lab.conf" <<'CONF'
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+CONF
 mkdir -p "$LAB_DIR/ssh"
 chmod 700 "$LAB_DIR/ssh"
 ssh-keygen -q -t ed25519 -N '' -C "source-ip-edge lab" -f "$LAB_DIR/ssh/id_ed25519"
 chmod 600 "$LAB_DIR/ssh/id_ed25519"
 install -d -m 700 "$HOST_ROOT/root/.ssh"
 install -m 600 "$LAB_DIR/ssh/id_ed25519.pub" "$HOST_ROOT/root/.ssh/authorized_keys"
-install -d -m 755 "$HOST_ROOT/run/sshd"
 HOST_KEY=$(cut -d' ' -f1,2 "$HOST_ROOT/etc/ssh/ssh_host_ed25519_key.pub")
 echo "$EDGE_ADDR $HOST_KEY" >"$LAB_DIR/ssh/known_hosts"
-mount -t proc proc "$HOST_ROOT/proc"
-# A private devpts instance, as a real host has (apt logs through a pty); no host devices.
-mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$HOST_ROOT/dev/pts"
 
-ip netns exec "$NS_EDGE" chroot "$HOST_ROOT" /usr/sbin/sshd \
-  -o ListenAddress="$EDGE_ADDR" -o ListenAddress="[$EDGE_ADDR6]" \
-  -o HostKey=/etc/ssh/ssh_host_ed25519_key -o PidFile=/run/sshd.pid \
-  -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no \
-  -o KbdInteractiveAuthentication=no -o UsePAM=no -E /var/log/sshd.log
-for _ in $(seq 50); do [ -s "$HOST_ROOT/run/sshd.pid" ] && break; sleep 0.1; done
-cp "$HOST_ROOT/run/sshd.pid" "$PID_DIR/sshd.pid"
+# --register=no --keep-unit: this machine runs no systemd (no machined, no bus to ask for a scope);
+# the container gets cgroups of its own instead (host_cgroups in lab/common.sh).
+# The container joins the edge namespace, so its sshd and HAProxy listen on the host's addresses.
+# Its /proc, /sys, /dev and /run are mounted in the container's own mount namespace: the host's
+# mount table gets nothing. SIGTERM to nspawn halts it cleanly (SIGRTMIN+3 to its systemd).
+# Like a real host it manages its own network (CAP_NET_ADMIN, writable /proc/sys/net: keepalived's
+# VIP, non-local binds); the namespace is its alone, so that reaches nothing else on this machine.
+host_cgroups "source-ip-edge-$NS_EDGE" >"$HOST_CGROUPS_FILE"
+boot_started=$(date +%s.%N)
+(
+  while read -r cgroup; do mkdir -p "$cgroup" && echo "$BASHPID" >"$cgroup/cgroup.procs"; done <"$HOST_CGROUPS_FILE"
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network exec systemd-nspawn --quiet --directory="$HOST_ROOT" --boot \
+    --register=no --keep-unit --machine="$NS_EDGE" --network-namespace-path="/run/netns/$NS_EDGE" \
+    --capability=CAP_NET_ADMIN --console=pipe --resolv-conf=off --link-journal=no
+) </dev/null >"$LAB_DIR/host-console.log" 2>&1 &
+echo $! >"$HOST_PID_FILE"
 
 # --- checks: every piece answers before we call the lab up -------------------
 ssh_lab() {
@@ -160,11 +141,20 @@ ssh_lab() {
     -o UserKnownHostsFile="$LAB_DIR/ssh/known_hosts" -o StrictHostKeyChecking=yes "root@$EDGE_ADDR" "$@"
 }
 ok=no
-for _ in $(seq 50); do
+for _ in $(seq 300); do
+  pid_alive "$HOST_PID_FILE" || { cat "$LAB_DIR/host-console.log" >&2; log "the HAProxy host's container exited" >&2; exit 1; }
   if ssh_lab true 2>/dev/null; then ok=yes; break; fi
   sleep 0.1
 done
-[ "$ok" = yes ] || { ssh_lab true; log "sshd on $EDGE_ADDR does not answer" >&2; exit 1; }
+[ "$ok" = yes ] || { ssh_lab true; log "ssh on $EDGE_ADDR does not answer" >&2; exit 1; }
+# Booted means systemd finished starting multi-user.target with no failed unit.
+state=$(ssh_lab timeout 60 systemctl is-system-running --wait || true)
+if [ "$state" != running ]; then
+  log "the HAProxy host's systemd is '$state', not running; failed units:" >&2
+  ssh_lab systemctl --failed --no-legend >&2 || true
+  exit 1
+fi
+log "HAProxy host booted (systemd $state, ssh answering) in $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$boot_started")s"
 for _ in $(seq 50); do
   ip netns exec "$NS_EDGE" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz" && break
   sleep 0.1
@@ -214,15 +204,17 @@ config:
     deny: [198.51.100.66/32]
     trustedPeers: [$EDGE_ADDR/32, $EDGE_ADDR6/128]
   source-ip-edge:kubernetes:
-    renderYamlToDirectory: $LAB_DIR/kubernetes
+    renderYamlToDirectory: $LAB_OUT/kubernetes
 YAML
 
 # --- what the tests and the proof read -----------------------------------------
-cat >"$LAB_DIR/lab.json" <<JSON
+cat >"$LAB_OUT/lab.json" <<JSON
 {
   "name": "$LAB_NAME",
-  "dir": "$LAB_DIR",
+  "dir": "$LAB_OUT",
+  "runDir": "$LAB_DIR",
   "hostRoot": "$HOST_ROOT",
+  "hostPidFile": "$HOST_PID_FILE",
   "privateKeyFile": "$LAB_DIR/ssh/id_ed25519",
   "knownHostsFile": "$LAB_DIR/ssh/known_hosts",
   "edge": {"namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "address6": "$EDGE_ADDR6"},

@@ -3,6 +3,8 @@
 LAB_NAME ?= lab
 export LAB_NAME
 TOOLCHAIN_ENV = eval "$$($(MAKE) -s --no-print-directory toolchain-env)"
+# The lab's live state (host root, keys, pid files) is outside the checkout; lab/common.sh says where.
+LAB_RUN_DIR = $(shell LAB_NAME=$(LAB_NAME) bash -c 'source $(ROOT)/lab/common.sh && echo "$$LAB_DIR"')
 
 .PHONY: lab lab-cache lab-setup lab-prove lab-validate lab-down lab-bench lab-test
 lab: lab-setup toolchain
@@ -29,7 +31,7 @@ lab-validate:
 # Destroys the stack only when it has state (toolchain-env would otherwise build the toolchain).
 lab-down:
 	@status=0; \
-	if [ -f $(BUILD)/$(LAB_NAME)/up ] && ls $(BUILD)/pulumi-state/.pulumi/stacks/*/$(LAB_NAME).json* >/dev/null 2>&1; then \
+	if [ -f $(LAB_RUN_DIR)/up ] && ls $(BUILD)/pulumi-state/.pulumi/stacks/*/$(LAB_NAME).json* >/dev/null 2>&1; then \
 	  $(TOOLCHAIN_ENV) && bash lab/stack.sh destroy || status=$$?; \
 	fi; \
 	bash lab/down.sh; exit $$status

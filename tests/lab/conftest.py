@@ -1,7 +1,8 @@
 """Fixtures for the lab layer: a lab instance of its own ('lab-test') and its stack, via the Automation API.
 
 Everything is torn down in finalizers, also when a test fails: the stack is destroyed
-and removed, then lab/down.sh stops every process in the lab's namespaces by pid.
+and removed, then lab/down.sh halts the HAProxy host (a systemd-nspawn container, by its pid),
+stops every other process in the lab's namespaces by pid and removes the lab's run directory.
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ class Edge:
 
     lab: Lab
     stack: object
+    host_before: str = ""
+    """The host as the lab made it, before any `pulumi up`: packages, haproxy's unit state."""
     logs: list[str] = field(default_factory=list)
 
     def collect(self, text: str) -> None:
         self.logs.append(text)
 
     def sshd_logins(self) -> int:
-        log = self.lab.host_path("/var/log/sshd.log")
-        return log.read_text().count("Accepted publickey") if log.exists() else 0
+        """Logins the host's sshd accepted, from the host's journal (sshd runs as Debian's ssh.service)."""
+        return self.lab.host_log("sshd").count("Accepted publickey")
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +62,8 @@ def edge():
         stack = auto.select_stack(stack_name=STACK_NAME, work_dir=str(REPO))
         # Start with one gateway node; test_config_change adds the second.
         stack.remove_config("source-ip-edge:gateway.nodes[1]", path=True)
-        yield Edge(lab=Lab.load(LAB_NAME), stack=stack)
+        lab = Lab.load(LAB_NAME)
+        yield Edge(lab=lab, stack=stack, host_before=host_snapshot(lab))
     finally:
         try:
             if stack is not None:
@@ -69,6 +73,20 @@ def edge():
                     stack.workspace.remove_stack(STACK_NAME, force=True)
         finally:
             _lab_script("down.sh")
+
+
+# What destroy must give back: the installed packages and haproxy's unit state and files.
+HOST_SNAPSHOT = (
+    "dpkg-query -W -f '${db:Status-Status} ${binary:Package} ${Version}\\n' | grep '^installed ' | sort; "
+    "systemctl is-enabled haproxy 2>&1 || true; systemctl is-active haproxy 2>&1 || true; "
+    "ls -la /etc/haproxy /var/lib/source-ip-edge 2>&1 || true"
+)
+
+
+def host_snapshot(lab: Lab) -> str:
+    result = lab.ssh(HOST_SNAPSHOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def backend_files(stack_name: str) -> list[Path]:

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
+from lab.haproxy_runtime import wait_until_checked
 from lab.labkit import load_result
-from tests.lab.conftest import STACK_NAME, backend_files
+from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
+from tests.lab.conftest import STACK_NAME, backend_files, host_snapshot
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
@@ -51,6 +53,15 @@ def test_up_installs_haproxy_and_the_visitor_address_arrives(edge) -> None:
     _assert_visitors_arrive(edge)
     outputs = result.outputs
     assert "haproxyHosts" in outputs and "haproxyConfigSha256" in outputs
+
+
+def test_haproxy_reports_every_gateway_up_after_a_passed_check(edge) -> None:
+    # From HAProxy's runtime API on the host (its admin socket, reached from this machine through
+    # the host's root), not from a log line. The stand-ins answer like Envoy's status listener
+    # (docs/stand-ins.md), so an HTTP/1.0 check would leave every server DOWN with L7STS 426.
+    states = wait_until_checked(edge.lab.host_path(ADMIN_SOCKET), timeout=15)
+    assert {state.backend for state in states} == {"gateway_http", "gateway_https"}
+    assert all((s.status, s.check_status, s.check_code) == ("UP", "L7OK", "200") for s in states), states
 
 
 def test_second_preview_reports_no_changes_and_runs_no_remote_command(edge) -> None:
@@ -183,15 +194,17 @@ def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
             assert secret not in text, f"a secret appears in plain text in {where}"
 
 
-def test_destroy_restores_the_original_config_and_leaves_no_process(edge) -> None:
-    original = edge.lab.host_path(ORIGINAL).read_text()
+def test_destroy_puts_the_host_back_exactly_as_it_was(edge) -> None:
+    # The lab's host is fresh: no haproxy before us. Destroy removes our config, stops and
+    # disables the service, and removes exactly the packages the install added.
     edge.stack.destroy(color="never", on_output=edge.collect)
-    assert edge.lab.host_path(CONFIG).read_text() == original
+    assert not edge.lab.host_path(CONFIG).exists()
     assert not edge.lab.host_path(ORIGINAL).exists()
     assert not edge.lab.host_path("/var/lib/source-ip-edge").exists()
     deadline = time.monotonic() + 10
     while edge.lab.haproxy_pids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert edge.lab.haproxy_pids() == set()
+    assert host_snapshot(edge.lab) == edge.host_before
     # The lab host is intact otherwise: sshd still answers.
     assert edge.lab.ssh("true").returncode == 0
