@@ -15,6 +15,7 @@ help:
 	@echo "make setup       install system packages and the Python virtualenv"
 	@echo "make unit        unit tests (no root, no toolchain)"
 	@echo "make render STACK=dev   offline render into build/render/STACK"
+	@echo "make config-docs   Pulumi.yaml's config block and the README's config table, from the schema"
 	@echo "make toolchain   build/cache the Pulumi engine, plugins and istioctl"
 	@echo "make lab         local lab: pulumi up against a real HAProxy host over SSH"
 	@echo "make lab-down    destroy the lab stack and remove the lab"

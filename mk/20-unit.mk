@@ -1,7 +1,12 @@
-.PHONY: unit render
+.PHONY: unit render config-docs
 unit: setup
 	$(PY) -m pytest -q tests/unit
 
 STACK ?= dev
 render: setup-python
 	$(PY) -m source_ip_edge.tools.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
+
+# Pulumi.yaml's config block and the README's configuration table, from config_schema.json
+# (tests/unit/test_config_docs.py fails when they differ).
+config-docs: setup-python
+	$(PY) -m source_ip_edge.tools.config_docs

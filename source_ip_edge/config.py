@@ -2,8 +2,9 @@
 
 Validation happens here once, before any resource exists. Every error names the key path the
 user wrote (``source-ip-edge:access.allow[2]``) and says what is wrong; nothing downstream
-re-checks. The shape (types, allowed keys, enums) is a JSON schema (config_schema.json); the
-meaning (CIDRs, durations, uniqueness, cross-field rules) is checked in Python.
+re-checks. The shape (types, allowed keys, enums), every default and every key's description are
+a JSON schema (config_schema.json); the meaning (CIDRs, durations, uniqueness, cross-field rules)
+is checked in Python.
 
 Pure: imports nothing from pulumi.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import json
 import re
@@ -22,29 +24,21 @@ from typing import Any, Iterable, Mapping, Sequence
 import jsonschema
 
 PROJECT = "source-ip-edge"
-TOP_LEVEL_KEYS = ("haproxy", "gateway", "istio", "proxyProtocol", "access", "kubernetes")
-SECRET_KEYS = ("sshPrivateKey",)
+SCHEMA_PATH = Path(__file__).with_name("config_schema.json")
 
-# Defaults. Pulumi.yaml documents the same values; tests/unit/test_pulumi_yaml.py keeps them equal.
-DEFAULT_ISTIO_VERSION = "1.31.4"
-DEFAULT_CHART_REPOSITORY = "https://istio-release.storage.googleapis.com/charts"
-DEFAULT_FRONTENDS = (
-    {"name": "http", "bind": ":80", "gatewayPort": "http"},
-    {"name": "https", "bind": ":443", "gatewayPort": "https"},
-)
-DEFAULT_TIMEOUTS = {
-    "connect": "5s",
-    "client": "50s",
-    "server": "50s",
-    "tunnel": "1h",
-    "clientFin": "30s",
-    "hardStopAfter": "1h",
-}
-DEFAULT_NODE_PORTS = {"http": 30080, "https": 30443, "status": 30021}
+
+def load_schema() -> dict[str, Any]:
+    """The schema: the shape, and the one source of every default and description."""
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+_SCHEMA = load_schema()
+# writeOnly marks a secret: read with get_secret, apart from the objects parse_stack_config gets.
+TOP_LEVEL_KEYS = tuple(key for key, node in _SCHEMA["properties"].items() if not node.get("writeOnly"))
+SECRET_KEYS = tuple(key for key, node in _SCHEMA["properties"].items() if node.get("writeOnly"))
+
 # The Istio gateway chart's Service ports; with serviceType LoadBalancer HAProxy sends to these.
 GATEWAY_SERVICE_PORTS = {"http": 80, "https": 443, "status": 15021}
-# The gateway container's ports, which are Envoy's listener ports (80/443 in current charts).
-DEFAULT_TARGET_PORTS = {"http": 80, "https": 443}
 NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's default --service-node-port-range
 
 # Istio versions that matter to what we render.
@@ -205,8 +199,36 @@ class StackConfig:
 # ---------------------------------------------------------------------------- parsing
 
 
-def load_schema() -> dict[str, Any]:
-    return json.loads((Path(__file__).with_name("config_schema.json")).read_text())
+def schema_defaults(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of an object node's keys: each key's own `default`, or for an object key, the
+    defaults of its keys. Keys without a default (required, or meaning "unset") are left out."""
+    defaults: dict[str, Any] = {}
+    for key, child in node.get("properties", {}).items():
+        if "default" in child:
+            defaults[key] = copy.deepcopy(child["default"])
+        elif "properties" in child:
+            defaults[key] = schema_defaults(child)
+    return defaults
+
+
+def _with_defaults(raw: Mapping[str, Any], key_path: str) -> dict[str, Any]:
+    """`raw` (the object at key_path, e.g. `haproxy.hosts[]`) with every key it leaves out that has
+    a default in the schema set to that default."""
+    node = _SCHEMA
+    for part in key_path.split("."):
+        node = node["properties"][part.removesuffix("[]")]
+        if part.endswith("[]"):
+            node = node["items"]
+    return {**schema_defaults(node), **raw}
+
+
+def _shape_schema() -> dict[str, Any]:
+    """The schema of what parse_stack_config gets: the secrets are read apart, with get_secret."""
+    schema = load_schema()
+    for key in SECRET_KEYS:
+        del schema["properties"][key]
+    schema["required"] = [key for key in schema["required"] if key not in SECRET_KEYS]
+    return schema
 
 
 def parse_stack_config(raw: Mapping[str, Any], *, has_ssh_private_key: bool = True) -> StackConfig:
@@ -239,7 +261,7 @@ def check_known_keys(full_keys: Iterable[str]) -> None:
 
 
 def _check_shape(raw: Mapping[str, Any]) -> None:
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = jsonschema.Draft202012Validator(_shape_schema())
     errors = sorted(validator.iter_errors(dict(raw)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
@@ -281,11 +303,12 @@ def _key_path(parts: Sequence[Any]) -> str:
 
 
 def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
-    version = raw.get("version", DEFAULT_ISTIO_VERSION)
+    raw = _with_defaults(raw, "istio")
+    version = raw["version"]
     if not _VERSION.match(version):
         raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.31.4")
-    hops = raw.get("numTrustedProxies", 0)
-    http_proxies_in_front = raw.get("httpProxiesInFront", False)
+    hops = raw["numTrustedProxies"]
+    http_proxies_in_front = raw["httpProxiesInFront"]
     if hops > 0 and not http_proxies_in_front:
         # Behind a TCP-mode HAProxy nothing appends X-Forwarded-For, so every XFF entry Envoy
         # would trust came from the visitor: numTrustedProxies 2 lets a visitor pick its own IP.
@@ -299,22 +322,22 @@ def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
             "istio.numTrustedProxies",
             "must count the L7 proxies in front (at least 1) when istio.httpProxiesInFront is true",
         )
-    labels = raw.get("gatewayLabels", {"istio": "ingressgateway"})
     return IstioSettings(
-        install=raw.get("install", True),
+        install=raw["install"],
         version=version,
-        chart_repository=raw.get("chartRepository", DEFAULT_CHART_REPOSITORY),
-        namespace=raw.get("namespace", "istio-system"),
-        gateway_name=raw.get("gatewayName", "istio-ingressgateway"),
-        gateway_labels=dict(labels),
+        chart_repository=raw["chartRepository"],
+        namespace=raw["namespace"],
+        gateway_name=raw["gatewayName"],
+        gateway_labels=dict(raw["gatewayLabels"]),
         trusted_proxy_hops=hops,
         http_proxies_in_front=http_proxies_in_front,
     )
 
 
 def _parse_proxy_protocol(raw: Mapping[str, Any], istio: IstioSettings) -> ProxyProtocolSettings:
-    mode = raw.get("mode", "envoyfilter")
-    strict = raw.get("strict", True)
+    raw = _with_defaults(raw, "proxyProtocol")
+    mode = raw["mode"]
+    strict = raw["strict"]
     version = istio.version_tuple[:2]
     if mode == "native" and version < NATIVE_PROXY_PROTOCOL_SINCE:
         raise ConfigError(
@@ -335,12 +358,13 @@ def _parse_proxy_protocol(raw: Mapping[str, Any], istio: IstioSettings) -> Proxy
 
 
 def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
+    raw = _with_defaults(raw, "gateway")
     nodes = tuple(_parse_ip(node, f"gateway.nodes[{i}]") for i, node in enumerate(raw["nodes"]))
     _refuse_duplicates(nodes, "gateway.nodes")
-    service_type = raw.get("serviceType", "NodePort")
+    service_type = raw["serviceType"]
     if service_type == "LoadBalancer" and len(nodes) != 1:
         raise ConfigError("gateway.nodes", "must hold exactly the load balancer's IP when serviceType is LoadBalancer")
-    node_ports = {**DEFAULT_NODE_PORTS, **raw.get("nodePorts", {})}
+    node_ports = _with_defaults(raw["nodePorts"], "gateway.nodePorts")
     for name, port in node_ports.items():
         if port not in NODE_PORT_RANGE:
             raise ConfigError(
@@ -348,40 +372,38 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
                 f"{port} is outside the NodePort range {NODE_PORT_RANGE.start}-{NODE_PORT_RANGE.stop - 1}",
             )
     _refuse_duplicates_in_mapping(node_ports, "gateway.nodePorts")
-    target_ports = {**DEFAULT_TARGET_PORTS, **raw.get("targetPorts", {})}
+    target_ports = _with_defaults(raw["targetPorts"], "gateway.targetPorts")
     _refuse_duplicates_in_mapping(target_ports, "gateway.targetPorts")
     return GatewaySettings(
         nodes=nodes,
         service_type=service_type,
         node_ports=node_ports,
         target_ports=target_ports,
-        external_traffic_policy=raw.get("externalTrafficPolicy", "Local"),
+        external_traffic_policy=raw["externalTrafficPolicy"],
     )
 
 
 def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
+    raw = _with_defaults(raw, "haproxy")
     hosts = tuple(_parse_host(host, f"haproxy.hosts[{i}]") for i, host in enumerate(raw["hosts"]))
     _refuse_duplicates([h.name for h in hosts], "haproxy.hosts", what="name")
     _refuse_duplicates([(h.address, h.port) for h in hosts], "haproxy.hosts", what="address")
-    frontends = tuple(
-        _parse_frontend(frontend, f"haproxy.frontends[{i}]")
-        for i, frontend in enumerate(raw.get("frontends", DEFAULT_FRONTENDS))
-    )
+    frontends = tuple(_parse_frontend(frontend, f"haproxy.frontends[{i}]") for i, frontend in enumerate(raw["frontends"]))
     _refuse_duplicates([f.name for f in frontends], "haproxy.frontends", what="name")
     _refuse_bind_conflicts(frontends)
-    timeouts_raw = {**DEFAULT_TIMEOUTS, **raw.get("timeouts", {})}
+    timeouts_raw = _with_defaults(raw["timeouts"], "haproxy.timeouts")
     for name, value in timeouts_raw.items():
         _parse_duration(value, f"haproxy.timeouts.{name}")
-    extra = raw.get("extra", {})
-    extra_global = tuple(_parse_extra_line(line, f"haproxy.extra.global[{i}]") for i, line in enumerate(extra.get("global", [])))
+    extra = _with_defaults(raw["extra"], "haproxy.extra")
+    extra_global = tuple(_parse_extra_line(line, f"haproxy.extra.global[{i}]") for i, line in enumerate(extra["global"]))
     extra_defaults = tuple(
-        _parse_extra_line(line, f"haproxy.extra.defaults[{i}]") for i, line in enumerate(extra.get("defaults", []))
+        _parse_extra_line(line, f"haproxy.extra.defaults[{i}]") for i, line in enumerate(extra["defaults"])
     )
     return HAProxySettings(
         hosts=hosts,
         frontends=frontends,
-        balance=raw.get("balance", "roundrobin"),
-        maxconn=raw.get("maxconn", 4000),
+        balance=raw["balance"],
+        maxconn=raw["maxconn"],
         timeouts=Timeouts(
             connect=timeouts_raw["connect"],
             client=timeouts_raw["client"],
@@ -390,13 +412,14 @@ def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
             client_fin=timeouts_raw["clientFin"],
             hard_stop_after=timeouts_raw["hardStopAfter"],
         ),
-        proxy_protocol_version=raw.get("proxyProtocolVersion", 2),
+        proxy_protocol_version=raw["proxyProtocolVersion"],
         extra_global=extra_global,
         extra_defaults=extra_defaults,
     )
 
 
 def _parse_host(raw: Mapping[str, Any], key: str) -> SshHost:
+    raw = _with_defaults(raw, "haproxy.hosts[]")
     address = raw["address"]
     try:
         address = str(ipaddress.ip_address(address))
@@ -404,7 +427,7 @@ def _parse_host(raw: Mapping[str, Any], key: str) -> SshHost:
         if not _HOSTNAME.match(address):
             raise ConfigError(f"{key}.address", f"{address!r} is neither an IP address nor a host name") from None
     host_key = raw.get("hostKey")
-    insecure = raw.get("insecureIgnoreHostKey", False)
+    insecure = raw["insecureIgnoreHostKey"]
     if host_key is None and not insecure:
         raise ConfigError(
             f"{key}.hostKey",
@@ -418,8 +441,8 @@ def _parse_host(raw: Mapping[str, Any], key: str) -> SshHost:
     return SshHost(
         name=raw["name"],
         address=address,
-        port=raw.get("port", 22),
-        user=raw.get("user", "root"),
+        port=raw["port"],
+        user=raw["user"],
         host_key=host_key,
     )
 
@@ -485,9 +508,10 @@ def _parse_extra_line(line: str, key: str) -> str:
 
 
 def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSettings:
-    allow = tuple(_parse_cidr(value, f"access.allow[{i}]") for i, value in enumerate(raw.get("allow", [])))
-    deny = tuple(_parse_cidr(value, f"access.deny[{i}]") for i, value in enumerate(raw.get("deny", [])))
-    peers = tuple(_parse_cidr(value, f"access.trustedPeers[{i}]") for i, value in enumerate(raw.get("trustedPeers", [])))
+    raw = _with_defaults(raw, "access")
+    allow = tuple(_parse_cidr(value, f"access.allow[{i}]") for i, value in enumerate(raw["allow"]))
+    deny = tuple(_parse_cidr(value, f"access.deny[{i}]") for i, value in enumerate(raw["deny"]))
+    peers = tuple(_parse_cidr(value, f"access.trustedPeers[{i}]") for i, value in enumerate(raw["trustedPeers"]))
     _refuse_duplicates(allow, "access.allow")
     _refuse_duplicates(deny, "access.deny")
     _refuse_duplicates(peers, "access.trustedPeers")

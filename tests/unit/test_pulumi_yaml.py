@@ -1,10 +1,11 @@
-"""Pulumi.yaml documents every key of the contract, with the program's own defaults."""
+"""Pulumi.yaml declares every key of the contract, with the program's own defaults (its config
+block is generated from the schema: test_config_docs.py)."""
 
 from __future__ import annotations
 
 import yaml
 
-from source_ip_edge.config import DEFAULT_CHART_REPOSITORY, DEFAULT_ISTIO_VERSION, SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
+from source_ip_edge.config import SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
 
 from .conftest import ROOT, valid_raw
 
@@ -38,5 +39,5 @@ def test_declared_defaults_equal_the_programs_defaults():
     raw.update({key: declared[key]["default"] for key in ("istio", "proxyProtocol", "access", "kubernetes")})
     from_pulumi_yaml = parse_stack_config(raw)
     assert from_program == from_pulumi_yaml
-    assert declared["istio"]["default"]["version"] == DEFAULT_ISTIO_VERSION
-    assert declared["istio"]["default"]["chartRepository"] == DEFAULT_CHART_REPOSITORY
+    assert declared["istio"]["default"]["version"] == from_program.istio.version
+    assert declared["istio"]["default"]["chartRepository"] == from_program.istio.chart_repository
