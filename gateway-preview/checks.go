@@ -22,6 +22,8 @@ type Expectations struct {
 	// TrustedHops is numTrustedProxies, i.e. Envoy's xff_num_trusted_hops.
 	TrustedHops uint32
 	Allow, Deny []netip.Prefix
+	// TrustedPeers are the only direct peers (HAProxy's egress) the HAProxy listeners accept.
+	TrustedPeers []netip.Prefix
 }
 
 // ExpectationsFor derives the expectations from the stack outputs and the stack file's access
@@ -49,6 +51,9 @@ func ExpectationsFor(s *RenderedStack, access StackAccess) (Expectations, error)
 		return e, err
 	}
 	if e.Deny, err = parse(access.Deny); err != nil {
+		return e, err
+	}
+	if e.TrustedPeers, err = parse(access.TrustedPeers); err != nil {
 		return e, err
 	}
 	return e, nil
@@ -195,11 +200,81 @@ func CheckRBAC(ls []*listener.Listener, e Expectations) []string {
 	return problems
 }
 
+// CheckTrustedPeerLock: with access.trustedPeers, every filter chain of the listeners HAProxy
+// sends to refuses any other direct peer (a DENY rule on not(direct_remote_ip in the trusted
+// peers)), and no listener that parses no PROXY header has a rule on those peers: there the
+// lock would only refuse the listener's own clients (in-cluster, through other Gateway ports).
+func CheckTrustedPeerLock(ls []*listener.Listener, e Expectations) []string {
+	var problems []string
+	want := map[netip.Prefix]bool{}
+	for _, p := range e.TrustedPeers {
+		want[p] = true
+	}
+	for _, l := range ls {
+		_, fronted := e.HAProxyPorts[listenerPort(l)]
+		parsesPROXY := indexOf(listenerFilterNames(l), proxyProtocolFilter) >= 0
+		for _, fc := range l.FilterChains {
+			rules, err := chainRBAC(fc)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s/%s: %v", l.Name, fc.Name, err))
+				continue
+			}
+			locked := false
+			for _, r := range rules {
+				peers := directPeersOf(r)
+				if r.Action == rbacconfig.RBAC_DENY && len(want) > 0 && sameSet(peers.negated, want) {
+					locked = true
+				}
+				if !parsesPROXY {
+					for p := range want {
+						if peers.negated[p] || peers.positive[p] {
+							problems = append(problems, fmt.Sprintf("%s/%s: parses no PROXY header, but a %s rule names trusted peer %s on direct_remote_ip", l.Name, fc.Name, r.Action, p))
+						}
+					}
+				}
+			}
+			if fronted && len(want) > 0 && !locked {
+				problems = append(problems, fmt.Sprintf("%s/%s: HAProxy sends here, but no DENY rule refuses direct peers other than %v", l.Name, fc.Name, e.TrustedPeers))
+			}
+		}
+	}
+	sort.Strings(problems)
+	return problems
+}
+
+// directPeers are the direct_remote_ip CIDRs one RBAC rule names, under a not_id or not.
+type directPeers struct{ positive, negated map[netip.Prefix]bool }
+
+func directPeersOf(r rbacRules) directPeers {
+	out := directPeers{positive: map[netip.Prefix]bool{}, negated: map[netip.Prefix]bool{}}
+	for _, principals := range r.Policies {
+		for _, p := range principals {
+			remote := map[netip.Prefix]bool{}
+			principalAddresses(p, false, remote, out.positive)
+			principalAddresses(p, true, remote, out.negated)
+		}
+	}
+	return out
+}
+
+func sameSet(a, b map[netip.Prefix]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
 // CheckAll runs every check.
 func CheckAll(ls []*listener.Listener, e Expectations) map[string][]string {
 	return map[string][]string{
-		"listener filters": CheckListenerFilters(ls, e),
-		"xff":              CheckXFF(ls, e),
-		"rbac":             CheckRBAC(ls, e),
+		"listener filters":  CheckListenerFilters(ls, e),
+		"xff":               CheckXFF(ls, e),
+		"rbac":              CheckRBAC(ls, e),
+		"trusted-peer lock": CheckTrustedPeerLock(ls, e),
 	}
 }

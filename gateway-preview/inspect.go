@@ -41,6 +41,16 @@ func listenerFilterNames(l *listener.Listener) []string {
 	return names
 }
 
+// indexOf is the position of name in names, or -1.
+func indexOf(names []string, name string) int {
+	for i, n := range names {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
 // proxyProtocolConfig decodes a proxy_protocol listener filter's typed config; an error if it has
 // none (Envoy rejects name-only listener filters since Istio 1.19) or one of another type.
 func proxyProtocolConfig(f *listener.ListenerFilter) (*proxyprotocol.ProxyProtocol, error) {

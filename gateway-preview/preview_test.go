@@ -5,6 +5,7 @@ package main
 // GATEWAY_PREVIEW_STACK_FILES=DIR:DIR, where Pulumi.<stack>.yaml files are found).
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -94,10 +95,14 @@ func expectNoProblems(t *testing.T, what string, problems []string) {
 	}
 }
 
-// TestRendersCoverEveryMode keeps the suite honest: each proxy-protocol mode and strictness, and
-// both an installed and an adopted Istio, are among the rendered stacks.
+// TestRendersCoverEveryMode keeps the suite honest: each proxy-protocol mode and strictness, both
+// an installed and an adopted Istio, and the trusted-peer lock in each mode are among the rendered
+// stacks.
 func TestRendersCoverEveryMode(t *testing.T) {
-	want := map[string]bool{"envoyfilter strict": false, "envoyfilter lenient": false, "native strict": false, "adopted": false, "installed": false}
+	want := map[string]bool{
+		"envoyfilter strict": false, "envoyfilter lenient": false, "native strict": false, "adopted": false, "installed": false,
+		"trusted peers envoyfilter": false, "trusted peers native": false,
+	}
 	for _, r := range loadRenders(t) {
 		pp := r.stack.Outputs.ProxyProtocol
 		key := pp.Mode + " strict"
@@ -105,6 +110,9 @@ func TestRendersCoverEveryMode(t *testing.T) {
 			key = pp.Mode + " lenient"
 		}
 		want[key] = true
+		if len(r.expect.TrustedPeers) > 0 {
+			want["trusted peers "+pp.Mode] = true
+		}
 		if r.stack.Outputs.Gateway.Managed {
 			want["installed"] = true
 		} else {
@@ -152,6 +160,39 @@ func TestGatewayListeners(t *testing.T) {
 				expectNoProblems(t, "rbac", CheckRBAC(ls, r.expect))
 				if len(r.expect.Allow)+len(r.expect.Deny) == 0 {
 					t.Skip("this stack has no allow or deny list")
+				}
+			})
+			t.Run("trusted_peer_lock_only_on_haproxy_listeners", func(t *testing.T) {
+				expectNoProblems(t, "trusted-peer lock", CheckTrustedPeerLock(ls, r.expect))
+				// The listener HAProxy does not send to keeps its RBAC free of the lock in every
+				// mode (with the native field it parses PROXY too, but the Service does not expose
+				// it); without access.trustedPeers no listener has a lock at all.
+				others := 0
+				for _, l := range ls {
+					_, fronted := r.expect.HAProxyPorts[listenerPort(l)]
+					if !fronted {
+						others++
+					}
+					for _, fc := range l.FilterChains {
+						rules, err := chainRBAC(fc)
+						if err != nil {
+							t.Fatal(err)
+						}
+						for _, rule := range rules {
+							peers := directPeersOf(rule)
+							if len(r.expect.TrustedPeers) == 0 && len(peers.negated) > 0 {
+								t.Errorf("%s/%s: no access.trustedPeers, but a %s rule refuses direct peers outside %v", l.Name, fc.Name, rule.Action, peers.negated)
+							}
+							for _, p := range r.expect.TrustedPeers {
+								if !fronted && (peers.negated[p] || peers.positive[p]) {
+									t.Errorf("%s/%s (not fronted by HAProxy): %s rule names trusted peer %s", l.Name, fc.Name, rule.Action, p)
+								}
+							}
+						}
+					}
+				}
+				if others == 0 {
+					t.Fatal("the sample apps should give the gateway a listener HAProxy does not send to")
 				}
 			})
 			t.Run("listeners_json_uses_proto_field_names", func(t *testing.T) {
@@ -231,15 +272,6 @@ func listenerByName(ls []*listener.Listener, name string) *listener.Listener {
 	return nil
 }
 
-func indexOf(names []string, name string) int {
-	for i, n := range names {
-		if n == name {
-			return i
-		}
-	}
-	return -1
-}
-
 // blogEnvoyFilter is the widely copied EnvoyFilter: applyTo LISTENER, MERGE of listener_filters
 // [proxy_protocol, tls_inspector]. Protobuf merge appends to the listener's own filters, so on a
 // listener where Istio already put tls_inspector for SNI, tls_inspector comes first.
@@ -280,10 +312,13 @@ func strictEnvoyFilterStack(t *testing.T) *renderedStack {
 }
 
 // TestBlogEnvoyFilterPutsTLSInspectorFirst proves the checks can fail: the dev stack with its
-// EnvoyFilter replaced by the blog's is caught by the same listener-filter check.
+// EnvoyFilter replaced by the blog's, on gateway pods without Istio's native parser (the setup the
+// blog is written for), is caught by the same listener-filter check.
 func TestBlogEnvoyFilterPutsTLSInspectorFirst(t *testing.T) {
 	base := strictEnvoyFilterStack(t)
 	stack := *base.stack
+	stack.MeshConfigYAML = ""
+	stack.ProxyConfigAnnotation = fmt.Sprintf(`{"gatewayTopology": {"numTrustedProxies": %d}}`, base.expect.TrustedHops)
 	stack.IstioConfigs = nil
 	for _, c := range base.stack.IstioConfigs {
 		if c.GroupVersionKind != gvk.EnvoyFilter {
@@ -336,7 +371,9 @@ func TestBlogEnvoyFilterPutsTLSInspectorFirst(t *testing.T) {
 }
 
 // TestProxyConfigComesFromRenderedObjects: the gateway's ProxyConfig is what Istio's own merge of
-// the rendered mesh config and pod annotation gives, and it matches the stack outputs.
+// the rendered mesh config and pod annotation gives, and it matches the stack outputs. The pods
+// carry Istio's native parser in both modes (the stacks run Istio >= 1.19): a mode switch then
+// never changes what the pods read at start, and in envoyfilter mode the EnvoyFilter replaces it.
 func TestProxyConfigComesFromRenderedObjects(t *testing.T) {
 	for _, r := range loadRenders(t) {
 		t.Run(r.name, func(t *testing.T) {
@@ -348,8 +385,8 @@ func TestProxyConfigComesFromRenderedObjects(t *testing.T) {
 			if topology.GetNumTrustedProxies() != r.expect.TrustedHops {
 				t.Errorf("numTrustedProxies = %d, want %d", topology.GetNumTrustedProxies(), r.expect.TrustedHops)
 			}
-			if (topology.GetProxyProtocol() != nil) != r.expect.Native {
-				t.Errorf("gatewayTopology.proxyProtocol set = %v, want %v (native)", topology.GetProxyProtocol() != nil, r.expect.Native)
+			if topology.GetProxyProtocol() == nil {
+				t.Errorf("gatewayTopology.proxyProtocol is not set (mode %s); the pods must carry it in both modes", r.stack.Outputs.ProxyProtocol.Mode)
 			}
 		})
 	}
@@ -407,6 +444,9 @@ func TestChecksFailOnWrongExpectations(t *testing.T) {
 		{"trusted hops off by one", CheckXFF, func(e *Expectations) { e.TrustedHops++ }},
 		{"allow and deny swapped", CheckRBAC, func(e *Expectations) { e.Allow, e.Deny = e.Deny, e.Allow }},
 		{"a CIDR no policy has", CheckRBAC, func(e *Expectations) { e.Deny = append(e.Deny, netip.MustParsePrefix("192.0.2.0/24")) }},
+		{"another trusted peer", CheckTrustedPeerLock, func(e *Expectations) {
+			e.TrustedPeers = append(append([]netip.Prefix{}, e.TrustedPeers...), netip.MustParsePrefix("192.0.2.99/32"))
+		}},
 	}
 	for _, m := range mutations {
 		t.Run(m.name, func(t *testing.T) {
@@ -426,20 +466,160 @@ func TestChecksFailOnWrongExpectations(t *testing.T) {
 	}
 }
 
-// TestEnvoyFilterWithNativeFieldIsCaught: both mechanisms at once put two proxy_protocol filters
-// on a listener (the header would be parsed twice); the listener-filter check reports it.
-func TestEnvoyFilterWithNativeFieldIsCaught(t *testing.T) {
-	base := strictEnvoyFilterStack(t)
-	stack := *base.stack
-	stack.ProxyConfigAnnotation = `{"gatewayTopology": {"numTrustedProxies": 0, "proxyProtocol": {}}}`
-	_, ls := gateway(t, &stack)
-	found := false
-	for _, p := range CheckListenerFilters(ls, base.expect) {
-		if strings.Contains(p, "want exactly one "+proxyProtocolFilter+", got 2") {
-			found = true
+// switchedStack is one moment of a proxyProtocol.mode switch: the gateway pods of one stack (their
+// ProxyConfig, from the mesh config at injection and the pod annotation) while istiod already, or
+// still, holds the Istio objects of the other.
+func switchedStack(pods, objects *RenderedStack) *RenderedStack {
+	s := *pods
+	s.IstioConfigs = objects.IstioConfigs
+	return &s
+}
+
+// sameGateway: two stacks a user could switch between, the same gateway fronted on the same ports.
+func sameGateway(a, b renderedStack) bool {
+	ga, gb := a.stack.Outputs.Gateway, b.stack.Outputs.Gateway
+	if ga.Namespace != gb.Namespace || ga.Name != gb.Name || ga.Managed != gb.Managed || len(a.expect.HAProxyPorts) != len(b.expect.HAProxyPorts) {
+		return false
+	}
+	for port := range a.expect.HAProxyPorts {
+		if _, ok := b.expect.HAProxyPorts[port]; !ok {
+			return false
 		}
 	}
-	if !found {
-		t.Errorf("no listener reported with two proxy_protocol filters; problems: %v", CheckListenerFilters(ls, base.expect))
+	return true
+}
+
+// TestModeSwitchKeepsOnePROXYParser: switching proxyProtocol.mode in one `pulumi up` never leaves
+// a listener HAProxy sends to with zero or two proxy_protocol filters. In either order of the
+// update's steps (the EnvoyFilter created or deleted before or after any pod of the other stack
+// starts) every pod gets exactly what the Istio objects in place say: the pods are the same in
+// both modes, and the EnvoyFilter replaces their native parser. Pairs: every two rendered stacks of
+// different modes on the same gateway and ports (dev and prod, old-chart-ports and
+// native-old-chart-ports, adopted-envoyfilter and adopted-native, ...).
+func TestModeSwitchKeepsOnePROXYParser(t *testing.T) {
+	renders := loadRenders(t)
+	pairs := 0
+	for _, from := range renders {
+		for _, to := range renders {
+			if from.stack.Outputs.ProxyProtocol.Mode == to.stack.Outputs.ProxyProtocol.Mode || !sameGateway(from, to) {
+				continue
+			}
+			pairs++
+			from, to := from, to
+			t.Run(from.name+"_to_"+to.name, func(t *testing.T) {
+				states := []struct {
+					name          string
+					pods, objects renderedStack
+				}{
+					{"istio_objects_switched_pods_not_yet", from, to},
+					{"pods_switched_istio_objects_not_yet", to, from},
+				}
+				for _, st := range states {
+					t.Run(st.name, func(t *testing.T) {
+						_, ls := gateway(t, switchedStack(st.pods.stack, st.objects.stack))
+						expectNoProblems(t, "listener filters", CheckListenerFilters(ls, st.objects.expect))
+					})
+				}
+			})
+		}
 	}
+	if pairs == 0 {
+		t.Fatal("no two rendered stacks of different modes share a gateway and its ports: no switch is tested")
+	}
+}
+
+// withoutRemovePatches is the EnvoyFilter as it was before it owned the listener filters: insert
+// only, no removal of other proxy_protocol filters.
+func withoutRemovePatches(configs []config.Config) []config.Config {
+	var out []config.Config
+	for _, c := range configs {
+		if c.GroupVersionKind == gvk.EnvoyFilter {
+			c = c.DeepCopy()
+			ef := c.Spec.(*networking.EnvoyFilter)
+			var kept []*networking.EnvoyFilter_EnvoyConfigObjectPatch
+			for _, cp := range ef.ConfigPatches {
+				if cp.GetPatch().GetOperation() != networking.EnvoyFilter_Patch_REMOVE {
+					kept = append(kept, cp)
+				}
+			}
+			ef.ConfigPatches = kept
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestSwitchCheckCatchesTheOldDesign: before this change the pods carried the native parser only in
+// native mode and the EnvoyFilter only inserted its own, so a switch rolled the pods: native pods
+// next to the EnvoyFilter not yet deleted had two parsers, envoyfilter pods before the EnvoyFilter
+// existed had none. The listener-filter check reports both states.
+func TestSwitchCheckCatchesTheOldDesign(t *testing.T) {
+	base := strictEnvoyFilterStack(t)
+	t.Run("native_pods_with_an_insert_only_envoyfilter", func(t *testing.T) {
+		stack := *base.stack
+		stack.IstioConfigs = withoutRemovePatches(base.stack.IstioConfigs)
+		stack.ProxyConfigAnnotation = fmt.Sprintf(`{"gatewayTopology": {"numTrustedProxies": %d, "proxyProtocol": {}}}`, base.expect.TrustedHops)
+		_, ls := gateway(t, &stack)
+		expectProblem(t, CheckListenerFilters(ls, base.expect), "want exactly one "+proxyProtocolFilter+", got 2")
+	})
+	t.Run("pods_without_native_parser_and_no_envoyfilter", func(t *testing.T) {
+		stack := *base.stack
+		stack.IstioConfigs = nil
+		for _, c := range base.stack.IstioConfigs {
+			if c.GroupVersionKind != gvk.EnvoyFilter {
+				stack.IstioConfigs = append(stack.IstioConfigs, c)
+			}
+		}
+		stack.MeshConfigYAML = ""
+		stack.ProxyConfigAnnotation = fmt.Sprintf(`{"gatewayTopology": {"numTrustedProxies": %d}}`, base.expect.TrustedHops)
+		native := base.expect
+		native.Native = true
+		_, ls := gateway(t, &stack)
+		expectProblem(t, CheckListenerFilters(ls, native), "want exactly one "+proxyProtocolFilter+", got 0")
+	})
+}
+
+// TestUnscopedTrustedPeerPolicyIsCaught: the lock as it was before, an AuthorizationPolicy on the
+// whole gateway, reaches the listener HAProxy does not send to; the trusted-peer check reports it.
+func TestUnscopedTrustedPeerPolicyIsCaught(t *testing.T) {
+	var r *renderedStack
+	for _, candidate := range loadRenders(t) {
+		if len(candidate.expect.TrustedPeers) > 0 && !candidate.expect.Native {
+			r = &candidate
+			break
+		}
+	}
+	if r == nil {
+		t.Fatal("no rendered envoyfilter stack has trustedPeers")
+	}
+	peers := make([]string, 0, len(r.expect.TrustedPeers))
+	for _, p := range r.expect.TrustedPeers {
+		peers = append(peers, p.String())
+	}
+	unscoped, _, err := crd.ParseInputs(fmt.Sprintf(`
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: unscoped-trusted-peers, namespace: %s}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source: {notIpBlocks: [%s]}
+`, r.stack.Outputs.Gateway.Namespace, strings.Join(peers, ", ")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ls := gateway(t, r.stack, unscoped...)
+	expectProblem(t, CheckTrustedPeerLock(ls, r.expect), "parses no PROXY header, but a DENY rule names trusted peer")
+}
+
+func expectProblem(t *testing.T, problems []string, want string) {
+	t.Helper()
+	for _, p := range problems {
+		if strings.Contains(p, want) {
+			t.Logf("reported, as it should be: %s", p)
+			return
+		}
+	}
+	t.Errorf("no problem contains %q; problems: %v", want, problems)
 }

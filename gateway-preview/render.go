@@ -229,10 +229,12 @@ func (s *RenderedStack) applyRelease(rel HelmRelease) error {
 }
 
 // StackAccess is the access section of a Pulumi stack file (source-ip-edge:access): the client
-// CIDRs the user asked to allow and deny, the expectation the RBAC check holds the listeners to.
+// CIDRs the user asked to allow and deny, and the only direct peers (HAProxy) the listeners HAProxy
+// sends to may accept: the expectations the RBAC checks hold the listeners to.
 type StackAccess struct {
-	Allow []string `json:"allow"`
-	Deny  []string `json:"deny"`
+	Allow        []string `json:"allow"`
+	Deny         []string `json:"deny"`
+	TrustedPeers []string `json:"trustedPeers"`
 }
 
 // LoadStackAccess reads source-ip-edge:access from a Pulumi.<stack>.yaml.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from source_ip_edge.config import GATEWAY_SERVICE_PORTS, StackConfig
-from source_ip_edge.render.proxy_protocol import gateway_pod_annotations, gateway_topology
+from source_ip_edge.render.proxy_protocol import gateway_pod_annotations, mesh_gateway_topology
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def istio_releases(config: StackConfig) -> list[HelmReleaseSpec]:
 def istiod_values(config: StackConfig) -> dict[str, Any]:
     # meshConfig.defaultConfig is the ProxyConfig every proxy starts from; gatewayTopology in it
     # only affects gateways (numTrustedProxies is Envoy's xff_num_trusted_hops).
-    return {"meshConfig": {"defaultConfig": {"gatewayTopology": gateway_topology(config)}}}
+    return {"meshConfig": {"defaultConfig": {"gatewayTopology": mesh_gateway_topology(config)}}}
 
 
 def gateway_values(config: StackConfig) -> dict[str, Any]:

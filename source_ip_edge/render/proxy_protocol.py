@@ -1,6 +1,11 @@
 """How the gateway learns to read the PROXY header: an EnvoyFilter, or Istio's native field.
 
-Pure: imports nothing from pulumi. Never both at once: the header would be parsed twice.
+The gateway pods always start with Istio's native parser (Istio >= 1.19); in envoyfilter mode the
+EnvoyFilter owns the PROXY listener filters: it removes every proxy_protocol filter, the native one
+included, and inserts its own on the ports HAProxy sends to. So a listener never parses the header
+twice, and switching the mode only adds or deletes the EnvoyFilter, which istiod pushes to each
+running pod as one listener update: no pod roll, no moment with zero or two parsers.
+Pure: imports nothing from pulumi.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from source_ip_edge.config import StackConfig
+from source_ip_edge.config import NATIVE_PROXY_PROTOCOL_SINCE, StackConfig
 
 PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
@@ -27,6 +32,15 @@ def listener_ports(config: StackConfig) -> list[int]:
     return sorted({config.gateway.target_ports[name] for name in used})
 
 
+def exposed_proxy_listener_ports(config: StackConfig) -> list[int]:
+    """Listeners that parse a PROXY header and that the gateway Service exposes (NodePort or LB):
+    where anyone who reaches the Service could forge the visitor's address."""
+    if config.proxy_protocol.mode == "native":
+        # The native field parses PROXY on every listener of the gateway, all or nothing.
+        return sorted(set(config.gateway.target_ports.values()))
+    return listener_ports(config)
+
+
 def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
     """The EnvoyFilter for mode envoyfilter, else None."""
     if config.proxy_protocol.mode != "envoyfilter":
@@ -35,7 +49,15 @@ def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
     if not config.proxy_protocol.strict:
         # Migration window: connections without a header are still served (Envoy v3 API field).
         typed_config["allow_requests_without_proxy_protocol"] = True
-    patches = [
+    remove_every_proxy_protocol_filter = {
+        # First, on every listener of the gateway: Istio's native parser (which the pods always
+        # carry) and any other, so that each listener ends with exactly the one inserted below.
+        # Patches of one EnvoyFilter apply in order (istiod envoyfilter/listener_patch.go).
+        "applyTo": "LISTENER_FILTER",
+        "match": {"context": "GATEWAY", "listener": {"listenerFilter": PROXY_PROTOCOL_FILTER}},
+        "patch": {"operation": "REMOVE"},
+    }
+    patches = [remove_every_proxy_protocol_filter] + [
         {
             # LISTENER_FILTER + INSERT_FIRST (Istio >= 1.17) puts proxy_protocol before the
             # tls_inspector Istio adds for SNI. The blog's LISTENER + MERGE of listener_filters
@@ -65,37 +87,52 @@ def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
 
 
 def gateway_topology(config: StackConfig) -> dict[str, Any]:
-    """ProxyConfig.gatewayTopology for the gateway."""
+    """ProxyConfig.gatewayTopology of the gateway pods, whichever the mode."""
     # 0 behind a TCP-mode HAProxy: nothing in front appends X-Forwarded-For (config.py refuses more
     # unless istio.httpProxiesInFront says real L7 proxies do).
     topology: dict[str, Any] = {"numTrustedProxies": config.istio.trusted_proxy_hops}
+    if config.istio.version_tuple[:2] >= NATIVE_PROXY_PROTOCOL_SINCE:
+        # Istio's native parser (strict, every listener) in both modes: ProxyConfig is read at pod
+        # start, so a mode that changed it would need a roll during which old and new pods differ;
+        # in envoyfilter mode the EnvoyFilter replaces it (see the module docstring).
+        topology["proxyProtocol"] = {}
+    return topology
+
+
+def mesh_gateway_topology(config: StackConfig) -> dict[str, Any]:
+    """meshConfig.defaultConfig.gatewayTopology: what every gateway of an installed mesh starts from.
+
+    Our gateway's pods override it with their annotation; the mesh-wide PROXY parser stays what
+    native mode has always set, so other gateways of the mesh see no change.
+    """
+    topology: dict[str, Any] = {"numTrustedProxies": config.istio.trusted_proxy_hops}
     if config.proxy_protocol.mode == "native":
-        # Istio >= 1.19: proxy_protocol on every listener of this gateway, strict.
         topology["proxyProtocol"] = {}
     return topology
 
 
 def proxy_protocol_hash(config: StackConfig) -> str:
-    """A digest of everything that changes how the gateway reads connections.
+    """A digest of the gateway pods' ProxyConfig.
 
     ProxyConfig is read at pod start only, so a change must roll the pods; the digest goes into
-    the pod template, and Kubernetes does a rolling update when it changes.
+    the pod template, and Kubernetes does a rolling update when it changes. The EnvoyFilter is not
+    in it: istiod pushes EnvoyFilter changes to running pods.
     """
-    material = {
-        "gatewayTopology": gateway_topology(config),
-        "envoyFilter": envoy_filter(config),
-    }
+    material = {"gatewayTopology": gateway_topology(config)}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def gateway_pod_annotations(config: StackConfig) -> dict[str, str]:
-    """Pod-template annotations for the gateway Deployment."""
-    annotations = {ROLL_ANNOTATION: proxy_protocol_hash(config)}
-    if not config.istio.install:
-        # An adopted gateway does not get our mesh config: give its pods the ProxyConfig directly.
-        # The annotation replaces the whole gatewayTopology, so it carries numTrustedProxies too.
-        annotations[PROXY_CONFIG_ANNOTATION] = json.dumps({"gatewayTopology": gateway_topology(config)}, sort_keys=True)
-    return annotations
+    """Pod-template annotations for the gateway Deployment: the roll digest and the ProxyConfig.
+
+    The ProxyConfig goes on the pods (installed or adopted gateway) rather than only in the mesh
+    config: it then changes together with the pod template, never under pods already running.
+    The annotation replaces the whole gatewayTopology, so it carries numTrustedProxies too.
+    """
+    return {
+        ROLL_ANNOTATION: proxy_protocol_hash(config),
+        PROXY_CONFIG_ANNOTATION: json.dumps({"gatewayTopology": gateway_topology(config)}, sort_keys=True),
+    }
 
 
 def gateway_deployment_patch(config: StackConfig) -> dict[str, Any] | None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .authorization_policies import policy_names
-from .config import StackConfig
-from .haproxy_config import config_sha256
-from .proxy_protocol_objects import envoy_filter, envoy_filter_name
+from source_ip_edge.config import StackConfig
+from source_ip_edge.render.haproxy_host.haproxy_cfg import config_sha256
+from source_ip_edge.render.proxy_protocol import envoy_filter, envoy_filter_name
+from source_ip_edge.render.source_ip_policy import policy_names, trusted_peer_filter, trusted_peer_filter_name
 
 
 def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
@@ -41,6 +41,9 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
         "numTrustedProxies": istio.trusted_proxy_hops,
         "envoyFilterName": f"{istio.namespace}/{envoy_filter_name(config)}" if envoy_filter(config) else None,
         "authorizationPolicies": policy_names(config),
+        "trustedPeersFilterName": (
+            f"{istio.namespace}/{trusted_peer_filter_name(config)}" if trusted_peer_filter(config) else None
+        ),
         "access": {
             "allow": [str(n) for n in config.access.allow],
             "deny": [str(n) for n in config.access.deny],

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import Callable, Optional, Sequence, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from source_ip_edge.config import StackConfig
-from source_ip_edge.render.istio_mesh import istio_releases
+from source_ip_edge.render.istio_mesh import HelmReleaseSpec, istio_releases
 
 
 class IstioMeshArgs(TypedDict):
@@ -16,6 +16,11 @@ class IstioMeshArgs(TypedDict):
     """The validated stack configuration."""
     provider: Optional[k8s.Provider]
     """Kubernetes provider; None uses the ambient kubeconfig."""
+    before_gateway: Callable[[Sequence[pulumi.Resource]], Sequence[pulumi.Resource]]
+    """Declares what the gateway's pods must find in place when they start, given the control plane
+    it needs (base and istiod; nothing for an adopted Istio), and returns it for the gateway release
+    to wait on. SourceIpEdge declares the ProxyProtocol there: its EnvoyFilter needs istiod, and
+    gateway pods must never start before the EnvoyFilter that owns their PROXY listener filters."""
 
 
 class IstioMesh(pulumi.ComponentResource):
@@ -29,23 +34,28 @@ class IstioMesh(pulumi.ComponentResource):
         config = args["config"]
         self.namespace = config.istio.namespace
         self.releases = []
-        for spec in istio_releases(config):
-            # helm.v3.Release rather than server-side-applied objects: istiod's webhook rewrites
-            # its own configuration, which fights server-side apply.
-            release = k8s.helm.v3.Release(
-                f"{name}-{spec.name}",
-                name=spec.name,
-                chart=spec.chart,
-                version=spec.version,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=spec.repository),
-                namespace=spec.namespace,
-                create_namespace=not self.releases,
-                values=spec.values,
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    provider=args["provider"],
-                    depends_on=self.releases[-1:],
-                ),
-            )
-            self.releases.append(release)
+        specs = istio_releases(config)
+        control_plane, gateway = specs[:-1], specs[-1:]
+        for spec in control_plane:
+            self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:]))
+        gateway_after = list(args["before_gateway"](list(self.releases)))
+        for spec in gateway:
+            self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:] + gateway_after))
         self.register_outputs({"namespace": self.namespace, "releases": [r.name for r in self.releases]})
+
+    def _release(
+        self, name: str, spec: HelmReleaseSpec, provider: Optional[k8s.Provider], after: Sequence[pulumi.Resource]
+    ) -> k8s.helm.v3.Release:
+        # helm.v3.Release rather than server-side-applied objects: istiod's webhook rewrites its
+        # own configuration, which fights server-side apply.
+        return k8s.helm.v3.Release(
+            f"{name}-{spec.name}",
+            name=spec.name,
+            chart=spec.chart,
+            version=spec.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=spec.repository),
+            namespace=spec.namespace,
+            create_namespace=not self.releases,
+            values=spec.values,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after)),
+        )

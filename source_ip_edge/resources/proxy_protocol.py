@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, TypedDict
+from typing import Optional, Sequence, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -17,8 +17,9 @@ class ProxyProtocolArgs(TypedDict):
     """The validated stack configuration."""
     provider: Optional[k8s.Provider]
     """Kubernetes provider; None uses the ambient kubeconfig."""
-    mesh: pulumi.Resource
-    """The IstioMesh; its gateway must exist before we patch it."""
+    control_plane: Sequence[pulumi.Resource]
+    """Istio's CRDs and istiod, which the EnvoyFilter needs (nothing for an adopted Istio). The
+    installed gateway waits for this component, so its pods start with their PROXY filters right."""
 
 
 class ProxyProtocol(pulumi.ComponentResource):
@@ -28,7 +29,7 @@ class ProxyProtocol(pulumi.ComponentResource):
     def __init__(self, name: str, args: ProxyProtocolArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:istio:ProxyProtocol", name, {}, opts)
         config = args["config"]
-        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=[args["mesh"]])
+        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["control_plane"]))
         self.resources = []
         filter_object = envoy_filter(config)
         if filter_object is not None:

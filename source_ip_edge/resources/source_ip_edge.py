@@ -33,12 +33,22 @@ class SourceIpEdge(pulumi.ComponentResource):
         super().__init__("source-ip-edge:edge:SourceIpEdge", name, {}, opts)
         config = args["config"]
         provider = _kubernetes_provider(name, config, self)
-        # 1. Istio (CRDs, istiod, gateway), 2. the gateway accepts PROXY (lenient first when
-        # strict is false), 3. HAProxy starts sending it, 4. policies on the real client address.
-        self.mesh = IstioMesh(f"{name}-mesh", {"config": config, "provider": provider}, pulumi.ResourceOptions(parent=self))
-        self.proxy_protocol = ProxyProtocol(
-            f"{name}-proxy-protocol",
-            {"config": config, "provider": provider, "mesh": self.mesh},
+        # 1. Istio's CRDs and istiod, 2. the gateway accepts PROXY (lenient first when strict is
+        # false), 3. the gateway and its pods, which start with step 2 in place (IstioMesh's
+        # before_gateway; for an adopted gateway, ProxyProtocol's roll), 4. HAProxy starts
+        # sending PROXY, 5. policies on the real client address.
+
+        def accept_proxy(control_plane):
+            self.proxy_protocol = ProxyProtocol(
+                f"{name}-proxy-protocol",
+                {"config": config, "provider": provider, "control_plane": control_plane},
+                pulumi.ResourceOptions(parent=self),
+            )
+            return [self.proxy_protocol]
+
+        self.mesh = IstioMesh(
+            f"{name}-mesh",
+            {"config": config, "provider": provider, "before_gateway": accept_proxy},
             pulumi.ResourceOptions(parent=self),
         )
         self.haproxy_config = haproxy_config = render_haproxy_config(config)

@@ -1,4 +1,5 @@
-"""SourceIpPolicy: AuthorizationPolicies on the gateway by the visitor's (PROXY-derived) address."""
+"""SourceIpPolicy: AuthorizationPolicies on the gateway by the visitor's (PROXY-derived) address,
+and the trusted-peer lock on the listeners HAProxy sends to."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Optional, Sequence, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from source_ip_edge.render.source_ip_policy import authorization_policies
+from source_ip_edge.render.source_ip_policy import authorization_policies, trusted_peer_filter
 from source_ip_edge.config import StackConfig
 from source_ip_edge.resources.custom_resource import custom_resource
 
@@ -24,15 +25,16 @@ class SourceIpPolicyArgs(TypedDict):
 class SourceIpPolicy(pulumi.ComponentResource):
     policies: list[k8s.apiextensions.CustomResource]
     """The AuthorizationPolicies, DENY before ALLOW."""
+    trusted_peer_lock: Optional[k8s.apiextensions.CustomResource]
+    """The EnvoyFilter that refuses direct peers other than access.trustedPeers, if any."""
 
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
+        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"]))
         self.policies = [
-            custom_resource(
-                f"{name}-{policy['metadata']['name']}",
-                policy,
-                pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"])),
-            )
+            custom_resource(f"{name}-{policy['metadata']['name']}", policy, child_opts)
             for policy in authorization_policies(args["config"])
         ]
+        lock = trusted_peer_filter(args["config"])
+        self.trusted_peer_lock = custom_resource(f"{name}-{lock['metadata']['name']}", lock, child_opts) if lock else None
         self.register_outputs({"policies": [p.metadata["name"] for p in self.policies]})

@@ -56,11 +56,15 @@ def test_istio_releases_install_in_order(envoyfilter_run):
     assert {r.inputs["version"] for r in releases} == {"1.31.4"}
 
 
-def test_envoy_filter_waits_for_the_gateway(envoyfilter_run):
+def test_gateway_pods_start_after_the_envoy_filter_that_owns_their_proxy_filters(envoyfilter_run):
+    # The pods carry Istio's native parser; without the EnvoyFilter in place a new pod would
+    # parse PROXY on every listener, and next to an older EnvoyFilter it would parse it twice.
     envoy_filter = envoyfilter_run.one(ENVOY_FILTER)
-    gateway = envoyfilter_run.all(RELEASE)[-1]
-    assert gateway.urn in envoy_filter.dependencies
-    assert envoy_filter.inputs["spec"]["configPatches"][0]["patch"]["operation"] == "INSERT_FIRST"
+    base, istiod, gateway = envoyfilter_run.all(RELEASE)
+    assert istiod.urn in envoy_filter.dependencies
+    assert envoy_filter.urn in gateway.dependencies
+    assert gateway.urn not in envoy_filter.dependencies
+    assert [p["patch"]["operation"] for p in envoy_filter.inputs["spec"]["configPatches"]] == ["REMOVE", "INSERT_FIRST", "INSERT_FIRST"]
 
 
 def test_haproxy_sends_proxy_only_after_the_gateway_accepts_it(envoyfilter_run):
@@ -119,6 +123,7 @@ def test_stack_outputs_contract(envoyfilter_run):
         "numTrustedProxies",
         "envoyFilterName",
         "authorizationPolicies",
+        "trustedPeersFilterName",
         "haproxyConfigSha256",
         "istioVersion",
     }
@@ -130,6 +135,7 @@ def test_stack_outputs_contract(envoyfilter_run):
         "istio-system/istio-ingressgateway-source-ip-deny",
         "istio-system/istio-ingressgateway-source-ip-allow",
     ]
+    assert outputs["trustedPeersFilterName"] is None
     assert outputs["gatewayBackends"][0] == {"address": "192.0.2.50", "http": 30080, "https": 30443, "status": 30021}
     expected_cfg = render_haproxy_config(parse_stack_config(_with_access(valid_raw())))
     assert outputs["haproxyConfigSha256"] == config_sha256(expected_cfg)
@@ -144,6 +150,9 @@ def test_native_mode_makes_no_envoy_filter_and_configures_istiod():
     istiod = run.all(RELEASE)[1]
     assert istiod.inputs["values"]["meshConfig"]["defaultConfig"]["gatewayTopology"]["proxyProtocol"] == {}
     assert run.outputs["envoyFilterName"] is None
+    # The gateway pods are the same in both modes: switching never rolls them.
+    envoyfilter_pods = run_program(valid_raw()).all(RELEASE)[2].inputs["values"]["podAnnotations"]
+    assert run.all(RELEASE)[2].inputs["values"]["podAnnotations"] == envoyfilter_pods
     # HAProxy still waits for the gateway that now reads PROXY.
     gateway = run.all(RELEASE)[2]
     assert gateway.urn in run.one(COMMAND, "-edge-1-config").dependencies
@@ -163,6 +172,19 @@ def test_adopted_istio_manages_only_our_objects_through_a_given_provider(tmp_pat
     envoy_filter = run.one(ENVOY_FILTER)
     assert envoy_filter.provider.startswith(provider.urn)
     assert envoy_filter.urn in patch.dependencies
+
+
+def test_trusted_peer_lock_is_an_envoy_filter_set_after_haproxy_sends_proxy():
+    raw = valid_raw()
+    raw["access"] = {"trustedPeers": ["203.0.113.10/32"]}
+    run = run_program(raw)
+    assert run.all(AUTHZ) == []
+    lock = run.one(ENVOY_FILTER, "-istio-ingressgateway-trusted-peers")
+    assert lock.inputs["metadata"]["name"] == "istio-ingressgateway-trusted-peers"
+    assert [p["applyTo"] for p in lock.inputs["spec"]["configPatches"]] == ["NETWORK_FILTER", "NETWORK_FILTER"]
+    assert run.one(COMMAND, "-edge-1-config").urn in lock.dependencies
+    assert run.outputs["trustedPeersFilterName"] == "istio-system/istio-ingressgateway-trusted-peers"
+    assert run.outputs["authorizationPolicies"] == []
 
 
 def test_bad_config_fails_before_any_resource_with_one_line():

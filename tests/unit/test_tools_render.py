@@ -60,9 +60,10 @@ def test_kubernetes_objects_and_helm_releases_are_written(rendered):
     assert "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml" in dev_objects
     envoy_filter = yaml.safe_load((rendered["dev"] / "kubernetes" / "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml").read_text())
     assert envoy_filter["kind"] == "EnvoyFilter"
-    assert envoy_filter["spec"]["configPatches"][0]["match"]["listener"]["portNumber"] == 80  # an int, not 80.0
+    assert envoy_filter["spec"]["configPatches"][1]["match"]["listener"]["portNumber"] == 80  # an int, not 80.0
     prod_objects = {p.name for p in (rendered["prod"] / "kubernetes").glob("*.yaml")}
-    assert not any(name.startswith("envoyfilter") for name in prod_objects)  # native mode: never both
+    assert "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml" not in prod_objects  # native mode
+    assert "envoyfilter-istio-system-istio-ingressgateway-trusted-peers.yaml" in prod_objects  # the trusted-peer lock
     assert "authorizationpolicy-istio-system-istio-ingressgateway-source-ip-allow.yaml" in prod_objects
     for stack in ("dev", "prod"):
         releases = {p.stem: yaml.safe_load(p.read_text()) for p in (rendered[stack] / "kubernetes" / "helm").glob("*.yaml")}
