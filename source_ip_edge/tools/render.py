@@ -3,7 +3,7 @@
     python -m source_ip_edge.tools.render --stack prod --out build/render/prod
 
 No Pulumi CLI, cluster or network. Secrets are replaced by placeholders. Writes:
-  haproxy/<host>/haproxy.cfg and the remote scripts beside it (install.sh, apply.sh, restore.sh)
+  haproxy/<host>/haproxy.cfg and the remote commands beside it (install.sh, apply.sh, restore.sh, uninstall.sh)
   kubernetes/<kind>-<namespace>-<name>.yaml, one object each
   kubernetes/helm/<release>.yaml with chart, version, repository, namespace, values
   outputs.json, the stack outputs
@@ -27,7 +27,7 @@ SECRET_PLACEHOLDER = "<secret {key} not rendered>"
 
 COMMAND_TYPE = "command:remote:Command"
 HELM_RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
-SCRIPT_FILES = {"install": {"create": "install.sh"}, "config": {"create": "apply.sh", "delete": "restore.sh"}}
+SCRIPT_FILES = {"install": {"create": "install.sh", "delete": "uninstall.sh"}, "config": {"create": "apply.sh", "delete": "restore.sh"}}
 
 
 class RenderError(Exception):

@@ -39,11 +39,11 @@ def test_dev_renders_one_host_with_config_and_scripts(rendered, tmp_path):
     dev = rendered["dev"]
     assert sorted(p.name for p in (dev / "haproxy").iterdir()) == ["edge-dev-1"]
     host = dev / "haproxy" / "edge-dev-1"
-    assert sorted(p.name for p in host.iterdir()) == ["apply.sh", "haproxy.cfg", "install.sh", "restore.sh"]
+    assert sorted(p.name for p in host.iterdir()) == ["apply.sh", "haproxy.cfg", "install.sh", "restore.sh", "uninstall.sh"]
     cfg = (host / "haproxy.cfg").read_text()
     assert cfg in (host / "apply.sh").read_text()
     assert haproxy_check(cfg, tmp_path).returncode == 0
-    for script in ("apply.sh", "install.sh", "restore.sh"):
+    for script in ("apply.sh", "install.sh", "restore.sh", "uninstall.sh"):
         assert subprocess.run(["bash", "-n", str(host / script)]).returncode == 0
 
 
