@@ -8,15 +8,17 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
 
-from lab.haproxy_runtime import wait_until_checked
+from lab.haproxy_runtime import runtime_command, wait_until_checked
 from lab.labkit import load_result
 from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
 from tests.lab.conftest import STACK_NAME, backend_files, host_snapshot
@@ -136,6 +138,108 @@ def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> 
     assert result.summary.result == "succeeded"
     assert set(_preview(edge).change_summary) == {"same"}
     assert edge.lab.host_path(CONFIG).read_bytes() == live_before
+
+
+HANG_RELOAD = "/run/systemd/system/haproxy.service.d/lab-hang-reload.conf"
+
+
+def _loaded_identity(edge) -> str:
+    info = runtime_command(edge.lab.host_path(ADMIN_SOCKET), "show info")
+    return next((l.split(": ", 1)[1] for l in info.splitlines() if l.startswith("description: ")), "")
+
+
+def _file_identity(edge) -> str:
+    text = edge.lab.host_path(CONFIG).read_text()
+    return next(l.split("description ", 1)[1] for l in text.splitlines() if l.strip().startswith("description "))
+
+
+def _apply_shells(edge) -> list[int]:
+    """This machine's pids of the lab host's shells running our apply command (by its text),
+    only in the host's pid namespace: other apply scripts on this machine are not touched."""
+    init = edge.lab.host_init_pid()
+    assert init, "the lab host runs"
+    host_pid_ns = os.readlink(f"/proc/{init}/ns/pid")
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "ns" / "pid") != host_pid_ns:
+                    continue
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"# source-ip-edge apply.sh:" in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> None:
+    # Finding 3: the old scripts saw the file in place, said "unchanged" and never reloaded.
+    # Debian's reload is made to hang (a runtime drop-in on the lab host), the apply is killed
+    # once the new file is in place, then the next `pulumi up` must load it.
+    before = _loaded_identity(edge)
+    hang = f"mkdir -p {Path(HANG_RELOAD).parent} && printf '[Service]\\nExecReload=\\nExecReload=/bin/sleep 600\\n' > {HANG_RELOAD} && systemctl daemon-reload"
+    assert edge.lab.ssh(hang).returncode == 0
+    edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("source"), path=True)
+    outcome: dict = {}
+    runner = threading.Thread(target=lambda: outcome.update(error=_run_catching(lambda: _up(edge))))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "balance source" not in edge.lab.host_path(CONFIG).read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "balance source" in edge.lab.host_path(CONFIG).read_text(), "the apply reached its swap"
+        while edge.lab.ssh("systemctl show -p ActiveState --value haproxy").stdout.strip() != "reloading":
+            assert time.monotonic() < deadline, "the reload job started"
+            time.sleep(0.1)
+        shells = _apply_shells(edge)
+        assert shells, "the apply's shell on the host"
+        for pid in shells:
+            os.kill(pid, signal.SIGKILL)  # the command dies as with a dropped SSH session
+    finally:
+        # The hanging reload job goes too (its client waits for it), then the update ends.
+        edge.lab.ssh(f"rm -f {HANG_RELOAD}; systemctl daemon-reload; systemctl kill --kill-whom=control haproxy || true")
+        runner.join(timeout=300)
+    assert not runner.is_alive()
+    assert outcome.get("error") is not None, "the cut update fails"
+    assert _loaded_identity(edge) == before != _file_identity(edge), "new file in place, old config running"
+
+    result = _up(edge)
+    assert result.summary.result == "succeeded"
+    assert _loaded_identity(edge) == _file_identity(edge)
+    assert "balance source" in edge.lab.host_path(CONFIG).read_text()
+    _assert_visitors_arrive(edge)
+
+
+def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None:
+    # Finding 4 on the real unit: `haproxy -c` accepts a bind to an address the host lacks and
+    # `systemctl reload` returns 0; the runtime API shows the old workers still running.
+    good = edge.lab.host_path(CONFIG).read_text()
+    running = _loaded_identity(edge)
+    bind = "source-ip-edge:haproxy.frontends[0].bind"
+    edge.stack.remove_config(bind, path=True)
+    edge.stack.set_config(bind, auto.ConfigValue("192.0.2.99:80"), path=True)
+    try:
+        error = _run_catching(lambda: _up(edge))
+        assert error is not None and "did not load the new config" in str(error)
+        assert edge.lab.host_path(CONFIG).read_text() == good
+        assert _loaded_identity(edge) == running
+        _assert_visitors_arrive(edge)
+    finally:
+        edge.stack.remove_config(bind, path=True)
+        edge.stack.set_config(f"{bind}[0]", auto.ConfigValue(":80"), path=True)
+        edge.stack.set_config(f"{bind}[1]", auto.ConfigValue("[::]:80"), path=True)
+    result = _up(edge)
+    assert result.summary.result == "succeeded" and result.summary.resource_changes.get("update", 0) == 0
+    assert _loaded_identity(edge) == running
+
+
+def _run_catching(action) -> Exception | None:
+    try:
+        action()
+    except Exception as error:  # the Automation API raises on a failed update
+        return error
+    return None
 
 
 def test_another_stack_reads_the_outputs_through_a_stack_reference(edge) -> None:
