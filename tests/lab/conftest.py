@@ -50,7 +50,7 @@ class Edge:
 @pytest.fixture(scope="session")
 def edge():
     if os.geteuid() != 0:
-        pytest.skip("the lab creates network namespaces: run as root (make lab-test)")
+        pytest.fail("the lab creates network namespaces: run as root (make lab-test)")
     if shutil.which("pulumi") is None:
         pytest.fail("no pulumi on PATH: run through `make lab-test`, which builds and loads the toolchain")
     from pulumi import automation as auto
