@@ -20,6 +20,9 @@ import (
 //go:embed apps/sample-apps.yaml
 var sampleAppsYAML string
 
+//go:embed apps/gateway-api-routes.yaml
+var gatewayAPIRoutesYAML string
+
 func main() {
 	renderDir := flag.String("render", "", "render directory of one stack (python -m source_ip_edge.tools.render --out DIR)")
 	out := flag.String("out", "", "write the full listeners as Envoy JSON here")

@@ -37,6 +37,11 @@ type StackOutputs struct {
 		Labels    map[string]string `json:"labels"`
 		// Managed: installed by this program (istio.install), not adopted.
 		Managed bool `json:"managed"`
+		// API: "istio" (the gateway chart) or "gateway-api" (a Gateway istiod deploys).
+		API     string `json:"api"`
+		Service struct {
+			Name string `json:"name"`
+		} `json:"service"`
 	} `json:"gateway"`
 	IstioVersion string `json:"istioVersion"`
 }
@@ -71,7 +76,13 @@ type RenderedStack struct {
 	GatewayServicePorts []ServicePort
 	// GatewayLabels are the labels the gateway pods carry.
 	GatewayLabels map[string]string
+	// GatewayAPIObjects are the rendered Gateway API objects (gateway.api: gateway-api), YAML
+	// documents for the fake cluster, where istiod's Gateway API controller reads them.
+	GatewayAPIObjects []string
 }
+
+// UsesGatewayAPI: the gateway is a Gateway API Gateway that istiod deploys itself.
+func (s *RenderedStack) UsesGatewayAPI() bool { return s.Outputs.Gateway.API == "gateway-api" }
 
 // HAProxyListenerPorts are the gateway's Envoy listener ports HAProxy sends to.
 func (s *RenderedStack) HAProxyListenerPorts() map[uint32]string {
@@ -138,6 +149,13 @@ func LoadRenderedStack(dir string) (*RenderedStack, error) {
 						Annotations map[string]string `json:"annotations"`
 					} `json:"metadata"`
 				} `json:"template"`
+				Infrastructure struct {
+					Annotations map[string]string `json:"annotations"`
+				} `json:"infrastructure"`
+				Listeners []struct {
+					Name string `json:"name"`
+					Port int32  `json:"port"`
+				} `json:"listeners"`
 			} `json:"spec"`
 		}
 		if err := yaml.Unmarshal(raw, &head); err != nil {
@@ -146,6 +164,21 @@ func LoadRenderedStack(dir string) (*RenderedStack, error) {
 		switch {
 		case strings.Contains(head.APIVersion, "istio.io/"):
 			istioDocs = append(istioDocs, string(raw))
+		case strings.HasPrefix(head.APIVersion, "gateway.networking.k8s.io/"):
+			s.GatewayAPIObjects = append(s.GatewayAPIObjects, string(raw))
+			if head.Kind == "Gateway" && head.Metadata.Name == s.Outputs.Gateway.Name {
+				// istiod's deployment controller copies spec.infrastructure.annotations onto the
+				// pods it generates (kube-gateway template), so this is the pods' ProxyConfig.
+				if pc, ok := head.Spec.Infrastructure.Annotations[proxyConfigAnnotation]; ok {
+					s.ProxyConfigAnnotation = pc
+				}
+				// The generated Service: the status port, then one port per listener, with no
+				// targetPort (Envoy listens on the listener's port).
+				s.GatewayServicePorts = []ServicePort{{Name: "status-port", Port: 15021, TargetPort: 15021}}
+				for _, l := range head.Spec.Listeners {
+					s.GatewayServicePorts = append(s.GatewayServicePorts, ServicePort{Name: l.Name, Port: l.Port, TargetPort: l.Port})
+				}
+			}
 		case head.Kind == "Deployment" && head.Metadata.Name == s.Outputs.Gateway.Name &&
 			head.Metadata.Namespace == s.Outputs.Gateway.Namespace:
 			// The patch of an adopted gateway: its pod template carries our ProxyConfig.

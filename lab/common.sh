@@ -28,23 +28,30 @@ LAB_DIR=$LAB_RUN_BASE/$LAB_NAME-$(printf %s "$LAB_REPO" | sha256sum | cut -c1-8)
 HOST_ROOT=$LAB_DIR/root
 HOST_PID_FILE=$LAB_DIR/host.pid   # systemd-nspawn's pid: the HAProxy host is stopped through it
 HOST_CGROUPS_FILE=$LAB_DIR/host.cgroups   # the cgroups it runs in (host_cgroups, below)
+# The second HAProxy host of the HA pair: the same, with a 2.
+HOST2_ROOT=$LAB_DIR/root2
+HOST2_PID_FILE=$LAB_DIR/host2.pid
+HOST2_CGROUPS_FILE=$LAB_DIR/host2.cgroups
 PID_DIR=$LAB_DIR/pids             # every other process the lab started
 # Plain files that users and tests read (lab.json, the rendered Kubernetes YAML); nothing live.
 LAB_OUT=$LAB_REPO/build/$LAB_NAME
 
+# EDGE_ADDR and EDGE2_ADDR: the two HAProxy hosts; VIP_ADDR: the address they share (keepalived),
+# which the visitors reach; VRID: its VRRP virtual router id.
 case "$LAB_NAME" in
-  lab)      NS_PREFIX=sie;  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10 ;;
-  lab-test) NS_PREFIX=siet; EDGE_ADDR=203.0.113.11; EDGE_ADDR6=2001:db8:113::11 ;;
+  lab)      NS_PREFIX=sie;  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10; EDGE2_ADDR=203.0.113.20; VIP_ADDR=203.0.113.100; VRID=51 ;;
+  lab-test) NS_PREFIX=siet; EDGE_ADDR=203.0.113.11; EDGE_ADDR6=2001:db8:113::11; EDGE2_ADDR=203.0.113.21; VIP_ADDR=203.0.113.101; VRID=52 ;;
   *) echo "LAB_NAME must be lab or lab-test" >&2; exit 2 ;;
 esac
 
 NS_ROUTER=$NS_PREFIX-rt
 NS_EDGE=$NS_PREFIX-edge
+NS_EDGE2=$NS_PREFIX-edge2
 NS_VISITOR1=$NS_PREFIX-v1
 NS_VISITOR2=$NS_PREFIX-v2
 NS_GATEWAY1=$NS_PREFIX-gw1
 NS_GATEWAY2=$NS_PREFIX-gw2
-LAB_NAMESPACES="$NS_ROUTER $NS_EDGE $NS_VISITOR1 $NS_VISITOR2 $NS_GATEWAY1 $NS_GATEWAY2"
+LAB_NAMESPACES="$NS_ROUTER $NS_EDGE $NS_EDGE2 $NS_VISITOR1 $NS_VISITOR2 $NS_GATEWAY1 $NS_GATEWAY2"
 ROOT_VETH=$NS_PREFIX-0            # the root namespace's end of the link to the lab
 ROOT_ADDR=203.0.113.254           # its address (a /32), the source of the engine's SSH
 

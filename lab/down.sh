@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Removes the lab: the HAProxy host's container (halted through systemd-nspawn's pid) and its cgroups,
+# Removes the lab: the HAProxy hosts' containers (halted through systemd-nspawn's pid) and their cgroups,
 # every other process in its namespaces (by pid, from `ip netns pids`) and its pid files,
 # any mount under its run directory, its namespaces, the root namespace's veth, its run
 # directory, build/<LAB_NAME> and its generated stack configuration. Safe to run twice.
@@ -22,12 +22,12 @@ running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/
 # Halts the HAProxy host: SIGTERM makes nspawn send SIGRTMIN+3 to the container's systemd (a clean
 # poweroff); a second SIGTERM makes nspawn kill the container; SIGKILL to the container's init and
 # to nspawn last. Only the pid from our pid file, and only if it is the nspawn of this lab's root.
-stop_host() {
-  local pid inits started
-  pid=$(cat "$HOST_PID_FILE" 2>/dev/null || true)
+stop_host() {  # pid file, root
+  local pidfile=$1 root=$2 pid inits started
+  pid=$(cat "$pidfile" 2>/dev/null || true)
   [ -n "$pid" ] && running "$pid" || return 0
-  if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--directory=$HOST_ROOT"; then
-    log "pid $pid in $HOST_PID_FILE is not this lab's systemd-nspawn; not signalling it" >&2
+  if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--directory=$root"; then
+    log "pid $pid in $pidfile is not this lab's systemd-nspawn; not signalling it" >&2
     return 0
   fi
   log "halting the HAProxy host (systemd-nspawn pid $pid)"
@@ -52,9 +52,9 @@ wait_gone() {  # pid, tenths of a second
 }
 
 # The host's own cgroups (lab/up.sh): anything still in them was the container's; then they go.
-remove_host_cgroups() {
-  local cgroup pids
-  [ -s "$HOST_CGROUPS_FILE" ] || return 0
+remove_host_cgroups() {  # cgroups file
+  local cgroups=$1 cgroup pids
+  [ -s "$cgroups" ] || return 0
   while read -r cgroup; do
     [ -d "$cgroup" ] || continue
     for _ in $(seq 50); do
@@ -65,11 +65,15 @@ remove_host_cgroups() {
       sleep 0.1
     done
     find "$cgroup" -depth -type d -exec rmdir {} + || log "could not remove the cgroup $cgroup" >&2
-  done <"$HOST_CGROUPS_FILE"
+  done <"$cgroups"
 }
 
-stop_host
-remove_host_cgroups
+bash "$LAB_REPO/lab/control-plane.sh" down || log "the control plane did not come down cleanly" >&2
+stop_host "$HOST_PID_FILE" "$HOST_ROOT" &
+stop_host "$HOST2_PID_FILE" "$HOST2_ROOT" &
+wait
+remove_host_cgroups "$HOST_CGROUPS_FILE"
+remove_host_cgroups "$HOST2_CGROUPS_FILE"
 mapfile -t pids < <(lab_pids | grep -E '^[0-9]+$' | sort -un)
 if [ "${#pids[@]}" -gt 0 ]; then
   log "stopping processes ${pids[*]}"
@@ -95,6 +99,6 @@ if [ -n "$(mounts_under "$LAB_DIR")" ]; then
 fi
 rm -rf --one-file-system "$LAB_DIR" "$LAB_OUT"
 # nspawn's per-machine directory on the host, left behind only when it was killed.
-rmdir "/run/systemd/nspawn/propagate/$NS_EDGE" 2>/dev/null || true
+rmdir "/run/systemd/nspawn/propagate/$NS_EDGE" "/run/systemd/nspawn/propagate/$NS_EDGE2" 2>/dev/null || true
 rm -f "$LAB_REPO/Pulumi.$LAB_NAME.yaml" "$OWNER_FILE"
 log "down"

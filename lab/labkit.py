@@ -30,6 +30,17 @@ class Visitor:
 
 
 @dataclass(frozen=True)
+class LabHost:
+    """One HAProxy host of the lab's HA pair."""
+
+    name: str
+    namespace: str
+    address: str
+    root: Path
+    pid_file: Path
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     dir: Path
@@ -44,6 +55,11 @@ class Lab:
     edge_address: str
     visitors: tuple[Visitor, ...]
     gateways: tuple[dict, ...]
+    hosts: tuple[LabHost, ...] = ()
+    """Both HAProxy hosts; the first is the one `edge_*`, `ssh` and `host_path` mean."""
+    vip: str | None = None
+    """The address the pair shares (keepalived), which the visitors' IPv4 requests go to."""
+    vrrp_password_file: Path | None = None
 
     @classmethod
     def load(cls, name: str = "lab") -> "Lab":
@@ -59,6 +75,13 @@ class Lab:
             edge_address=raw["edge"]["address"],
             visitors=tuple(Visitor(**v) for v in raw["visitors"]),
             gateways=tuple(raw["gateways"]),
+            hosts=tuple(
+                LabHost(name=h["name"], namespace=h["namespace"], address=h["address"], root=Path(h["root"]),
+                        pid_file=Path(h["pidFile"]))
+                for h in raw.get("hosts", ())
+            ),
+            vip=raw.get("vip"),
+            vrrp_password_file=Path(raw["vrrpPasswordFile"]) if raw.get("vrrpPasswordFile") else None,
         )
 
     def host_path(self, path: str) -> Path:
@@ -89,13 +112,35 @@ class Lab:
             raise RuntimeError(f"journalctl failed: {result.stderr.strip()}")
         return result.stdout
 
-    def ssh(self, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    def ssh(self, command: str, timeout: float = 30, address: str | None = None) -> subprocess.CompletedProcess:
+        """`command` on the first HAProxy host, or on the one at `address`."""
         return subprocess.run(
             ["ssh", "-q", "-i", str(self.private_key_file), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
              "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={self.known_hosts_file}",
-             "-o", "StrictHostKeyChecking=yes", f"root@{self.edge_address}", command],
+             "-o", "StrictHostKeyChecking=yes", f"root@{address or self.edge_address}", command],
             capture_output=True, text=True, timeout=timeout,
         )
+
+    def vip_holders(self) -> list[LabHost]:
+        """The hosts that have the VIP on an interface now (read from their network namespaces)."""
+        holders = []
+        for host in self.hosts:
+            out = in_namespace(host.namespace, ["ip", "-o", "-4", "addr", "show"], timeout=10).stdout
+            if f" {self.vip}/" in out:
+                holders.append(host)
+        return holders
+
+    def units_active(self, host: LabHost, *units: str) -> list[str]:
+        """`systemctl is-active` of each unit on one host, in order ("active", "inactive", ...)."""
+        result = self.ssh(f"systemctl is-active {' '.join(units)}", address=host.address)
+        return result.stdout.split()
+
+    def metrics(self, host: LabHost, bind: str = "127.0.0.1:8404", path: str = "/metrics") -> str:
+        """What the host's HAProxy serves on its metrics listener, read inside its namespace."""
+        result = in_namespace(host.namespace, ["curl", "-sS", "--max-time", "5", f"http://{bind}{path}"], timeout=15)
+        if result.returncode != 0:
+            raise RuntimeError(f"metrics on {host.name}: curl exit {result.returncode}: {result.stderr.strip()}")
+        return result.stdout
 
     def master_pid(self) -> int | None:
         """The HAProxy master's pid (a pid of this machine), from the host's pidfile, if alive.

@@ -2,7 +2,8 @@
 
 Each request opens a new connection (`Connection: close`), so the load keeps
 exercising HAProxy's listening sockets while it reloads. Stops after --seconds
-or --max-requests, whichever comes first, and prints one JSON line of counts.
+or --max-requests, whichever comes first, or on SIGTERM (requests under way
+finish), and prints one JSON line of counts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import signal
 import ssl
 import threading
 import time
@@ -34,10 +36,12 @@ def main() -> None:
     lock = threading.Lock()
     counts: Counter[str] = Counter()
     budget = [args.max_requests]
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
 
     def take() -> bool:
         with lock:
-            if budget[0] <= 0 or time.monotonic() >= deadline:
+            if budget[0] <= 0 or time.monotonic() >= deadline or stopped.is_set():
                 return False
             budget[0] -= 1
             return True

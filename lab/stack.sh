@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lab stack's Pulumi steps, with the toolchain's `pulumi` on PATH and its
 # environment (PULUMI_BACKEND_URL=file://..., PULUMI_CONFIG_PASSPHRASE, ...).
-#   lab/stack.sh prepare   create the stack, set the SSH key secret (new lab: forget the old host)
+#   lab/stack.sh prepare   create the stack, set the SSH key and VRRP password secrets (new lab: forget the old hosts)
 #   lab/stack.sh up        prepare, then `pulumi up --yes`
 #   lab/stack.sh destroy   `pulumi destroy --yes`, then remove the stack
 source "$(dirname "$0")/common.sh"
@@ -19,10 +19,11 @@ prepare() {
       pulumi stack rm --yes --force --preserve-config --stack "$STACK" >/dev/null
     fi
     # A salt or secret left from another passphrase would not decrypt: start the secrets afresh.
-    sed -i -e '/^encryptionsalt:/d' -e '/^  source-ip-edge:sshPrivateKey:$/{N;d}' "Pulumi.$STACK.yaml"
+    sed -i -e '/^encryptionsalt:/d' -e '/^  source-ip-edge:sshPrivateKey:$/{N;d}' -e '/^  source-ip-edge:vrrpPassword:$/{N;d}' "Pulumi.$STACK.yaml"
     pulumi stack init "$STACK" >/dev/null
     # From stdin, so the key is in no command line; stored encrypted in Pulumi.$STACK.yaml.
     pulumi config set --secret --stack "$STACK" source-ip-edge:sshPrivateKey <"$LAB_DIR/ssh/id_ed25519"
+    pulumi config set --secret --stack "$STACK" source-ip-edge:vrrpPassword <"$LAB_DIR/vrrp-password"
     rm -f "$LAB_DIR/fresh"
     log "stack '$STACK' ready"
   fi

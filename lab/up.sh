@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Brings up the local lab (idempotent): network namespaces, a Debian HAProxy host booted
-# with systemd as PID 1 (systemd-nspawn) and reached over real SSH, two PROXY-protocol
-# gateway stand-ins (nginx), visitors, a local apt repository, and the lab stack's
-# Pulumi.<LAB_NAME>.yaml. Live state goes to $LAB_DIR (under /run, never in the checkout);
-# only plain files a user reads (lab.json, rendered YAML) go to build/<LAB_NAME>.
+# Brings up the local lab (idempotent): network namespaces, two Debian HAProxy hosts booted
+# with systemd as PID 1 (systemd-nspawn), reached over real SSH, which the stack makes an HA
+# pair sharing a VIP; two PROXY-protocol gateway stand-ins (nginx), visitors, a local apt
+# repository, and the lab stack's Pulumi.<LAB_NAME>.yaml. Live state goes to $LAB_DIR (under
+# /run, never in the checkout); only plain files a user reads (lab.json, rendered YAML) go to
+# build/<LAB_NAME>.
 #
-#   visitors 198.51.100.7 (+2001:db8:100::7), 198.51.100.8 ─┐
-#   HAProxy host 203.0.113.10 (+2001:db8:113::10), ssh ─────┼── router ns (bridges, apt repo on 203.0.113.1:8080)
+#   visitors 198.51.100.7 (+2001:db8:100::7), 198.51.100.8 ─┐   (to the VIP 203.0.113.100)
+#   HAProxy hosts 203.0.113.10 (+2001:db8:113::10), .20, ssh ┼── router ns (bridges, apt repo on 203.0.113.1:8080)
 #   gateways 192.0.2.50, 192.0.2.51 (nginx proxy_protocol) ─┘        │
-#   root ns: veth 203.0.113.254/32, route to the HAProxy host only ──┘
+#   root ns: veth 203.0.113.254/32, routes to the HAProxy hosts only ┘
 source "$(dirname "$0")/common.sh"
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
@@ -18,6 +19,7 @@ lab_is_up() {
   [ -f "$LAB_DIR/up" ] || return 1
   for ns in $LAB_NAMESPACES; do ns_exists "$ns" || return 1; done
   pid_alive "$HOST_PID_FILE" || return 1
+  pid_alive "$HOST2_PID_FILE" || return 1
   for f in "$PID_DIR"/*.pid; do pid_alive "$f" || return 1; done
 }
 
@@ -73,15 +75,17 @@ attach() {  # namespace, bridge, ipv4, ipv6 (or -)
 attach "$NS_VISITOR1" br-visitors "$VISITOR1" "$VISITOR1_6"
 attach "$NS_VISITOR2" br-visitors "$VISITOR2" -
 attach "$NS_EDGE" br-edge "$EDGE_ADDR" "$EDGE_ADDR6"
+attach "$NS_EDGE2" br-edge "$EDGE2_ADDR" -
 attach "$NS_GATEWAY1" br-gateways "$GATEWAY1" -
 attach "$NS_GATEWAY2" br-gateways "$GATEWAY2" -
 
-# The engine in the root namespace reaches the HAProxy host, and nothing else.
+# The engine in the root namespace reaches the HAProxy hosts, and nothing else.
 ip link add "$ROOT_VETH" type veth peer name to-root netns "$NS_ROUTER"
 ip -n "$NS_ROUTER" link set to-root master br-edge up
 ip addr add "$ROOT_ADDR/32" dev "$ROOT_VETH"
 ip link set "$ROOT_VETH" up
 ip route add "$EDGE_ADDR/32" dev "$ROOT_VETH" src "$ROOT_ADDR"
+ip route add "$EDGE2_ADDR/32" dev "$ROOT_VETH" src "$ROOT_ADDR"
 log "network up: namespaces $LAB_NAMESPACES"
 
 # --- local apt repository (router namespace, edge side) ---------------------
@@ -92,78 +96,107 @@ echo $! >"$PID_DIR/apt-http.pid"
 # --- gateway stand-ins: nginx behaving like the Istio gateway's Envoy (docs/stand-ins.md) --
 bash "$LAB_REPO/lab/gateways.sh"
 
-# --- the HAProxy host: Debian bookworm booted with systemd as PID 1 ------------------
+# --- the HAProxy hosts: Debian bookworm booted with systemd as PID 1, an HA pair -------
 # systemd-nspawn, not QEMU: KVM guests hang on this kind of machine and TCG is slow (docs/lab.md).
-# A fresh root per lab from the cached tarball; what makes it this lab's host is written here.
-mkdir -p "$HOST_ROOT"
-tar -C "$HOST_ROOT" --numeric-owner -xzf "$ROOTFS_TARBALL"
-rm -f "$HOST_ROOT"/etc/apt/sources.list.d/*
-echo "deb [trusted=yes] http://$APT_ADDR:$APT_PORT ./" >"$HOST_ROOT/etc/apt/sources.list"
-echo "lab-edge" >"$HOST_ROOT/etc/hostname"
-tr -d - </proc/sys/kernel/random/uuid >"$HOST_ROOT/etc/machine-id"
-ssh-keygen -q -t ed25519 -N '' -C "lab-edge host key" -f "$HOST_ROOT/etc/ssh/ssh_host_ed25519_key"
-# Debian's ssh.service runs sshd; only the pinned key serves, and only keys log in.
-cat >"$HOST_ROOT/etc/ssh/sshd_config.d/lab.conf" <<'CONF'
+# A fresh root per host from the cached tarball; what makes it this lab's host is written here.
+mkdir -p "$LAB_DIR/ssh"
+chmod 700 "$LAB_DIR/ssh"
+ssh-keygen -q -t ed25519 -N '' -C "source-ip-edge lab" -f "$LAB_DIR/ssh/id_ed25519"
+chmod 600 "$LAB_DIR/ssh/id_ed25519"
+: >"$LAB_DIR/ssh/known_hosts"
+
+prepare_host() {  # root, hostname, address
+  local root=$1 name=$2 addr=$3 key
+  mkdir -p "$root"
+  tar -C "$root" --numeric-owner -xzf "$ROOTFS_TARBALL"
+  rm -f "$root"/etc/apt/sources.list.d/*
+  echo "deb [trusted=yes] http://$APT_ADDR:$APT_PORT ./" >"$root/etc/apt/sources.list"
+  echo "$name" >"$root/etc/hostname"
+  tr -d - </proc/sys/kernel/random/uuid >"$root/etc/machine-id"
+  ssh-keygen -q -t ed25519 -N '' -C "$name host key" -f "$root/etc/ssh/ssh_host_ed25519_key"
+  # Debian's ssh.service runs sshd; only the pinned key serves, and only keys log in.
+  cat >"$root/etc/ssh/sshd_config.d/lab.conf" <<'CONF'
 HostKey /etc/ssh/ssh_host_ed25519_key
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 CONF
-mkdir -p "$LAB_DIR/ssh"
-chmod 700 "$LAB_DIR/ssh"
-ssh-keygen -q -t ed25519 -N '' -C "source-ip-edge lab" -f "$LAB_DIR/ssh/id_ed25519"
-chmod 600 "$LAB_DIR/ssh/id_ed25519"
-install -d -m 700 "$HOST_ROOT/root/.ssh"
-install -m 600 "$LAB_DIR/ssh/id_ed25519.pub" "$HOST_ROOT/root/.ssh/authorized_keys"
-HOST_KEY=$(cut -d' ' -f1,2 "$HOST_ROOT/etc/ssh/ssh_host_ed25519_key.pub")
-echo "$EDGE_ADDR $HOST_KEY" >"$LAB_DIR/ssh/known_hosts"
+  install -d -m 700 "$root/root/.ssh"
+  install -m 600 "$LAB_DIR/ssh/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
+  key=$(cut -d' ' -f1,2 "$root/etc/ssh/ssh_host_ed25519_key.pub")
+  echo "$addr $key" >>"$LAB_DIR/ssh/known_hosts"
+}
 
 # --register=no --keep-unit: this machine runs no systemd (no machined, no bus to ask for a scope);
 # the container gets cgroups of its own instead (host_cgroups in lab/common.sh).
-# The container joins the edge namespace, so its sshd and HAProxy listen on the host's addresses.
+# The container joins its edge namespace, so its sshd and HAProxy listen on the host's addresses.
 # Its /proc, /sys, /dev and /run are mounted in the container's own mount namespace: the host's
 # mount table gets nothing. SIGTERM to nspawn halts it cleanly (SIGRTMIN+3 to its systemd).
 # Like a real host it manages its own network (CAP_NET_ADMIN, writable /proc/sys/net: keepalived's
 # VIP, non-local binds); the namespace is its alone, so that reaches nothing else on this machine.
-host_cgroups "source-ip-edge-$NS_EDGE" >"$HOST_CGROUPS_FILE"
+boot_host() {  # root, namespace, pid file, cgroups file, console log
+  local root=$1 ns=$2 pidfile=$3 cgroups=$4 console=$5
+  host_cgroups "source-ip-edge-$ns" >"$cgroups"
+  (
+    while read -r cgroup; do mkdir -p "$cgroup" && echo "$BASHPID" >"$cgroup/cgroup.procs"; done <"$cgroups"
+    SYSTEMD_NSPAWN_API_VFS_WRITABLE=network exec systemd-nspawn --quiet --directory="$root" --boot \
+      --register=no --keep-unit --machine="$ns" --network-namespace-path="/run/netns/$ns" \
+      --capability=CAP_NET_ADMIN --console=pipe --resolv-conf=off --link-journal=no
+  ) </dev/null >"$console" 2>&1 &
+  echo $! >"$pidfile"
+}
+
+ssh_lab() {  # address, command...
+  local addr=$1; shift
+  ssh -q -i "$LAB_DIR/ssh/id_ed25519" -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
+    -o UserKnownHostsFile="$LAB_DIR/ssh/known_hosts" -o StrictHostKeyChecking=yes "root@$addr" "$@"
+}
+
+# Booted means ssh answers and systemd finished starting multi-user.target with no failed unit.
+wait_booted() {  # address, pid file, console log, started (date +%s.%N)
+  local addr=$1 pidfile=$2 console=$3 started=$4 ok=no state
+  for _ in $(seq 300); do
+    pid_alive "$pidfile" || { cat "$console" >&2; log "the HAProxy host $addr's container exited" >&2; exit 1; }
+    if ssh_lab "$addr" true 2>/dev/null; then ok=yes; break; fi
+    sleep 0.1
+  done
+  [ "$ok" = yes ] || { ssh_lab "$addr" true; log "ssh on $addr does not answer" >&2; exit 1; }
+  state=$(ssh_lab "$addr" timeout 60 systemctl is-system-running --wait || true)
+  if [ "$state" != running ]; then
+    log "the HAProxy host $addr's systemd is '$state', not running; failed units:" >&2
+    ssh_lab "$addr" systemctl --failed --no-legend >&2 || true
+    exit 1
+  fi
+  log "HAProxy host $addr booted (systemd $state, ssh answering) in $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$started")s"
+}
+
+prepare_host "$HOST_ROOT" lab-edge "$EDGE_ADDR"
+prepare_host "$HOST2_ROOT" lab-edge2 "$EDGE2_ADDR"
+HOST_KEY=$(cut -d' ' -f1,2 "$HOST_ROOT/etc/ssh/ssh_host_ed25519_key.pub")
+HOST2_KEY=$(cut -d' ' -f1,2 "$HOST2_ROOT/etc/ssh/ssh_host_ed25519_key.pub")
 boot_started=$(date +%s.%N)
-(
-  while read -r cgroup; do mkdir -p "$cgroup" && echo "$BASHPID" >"$cgroup/cgroup.procs"; done <"$HOST_CGROUPS_FILE"
-  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network exec systemd-nspawn --quiet --directory="$HOST_ROOT" --boot \
-    --register=no --keep-unit --machine="$NS_EDGE" --network-namespace-path="/run/netns/$NS_EDGE" \
-    --capability=CAP_NET_ADMIN --console=pipe --resolv-conf=off --link-journal=no
-) </dev/null >"$LAB_DIR/host-console.log" 2>&1 &
-echo $! >"$HOST_PID_FILE"
+boot_host "$HOST_ROOT" "$NS_EDGE" "$HOST_PID_FILE" "$HOST_CGROUPS_FILE" "$LAB_DIR/host-console.log"
+boot_host "$HOST2_ROOT" "$NS_EDGE2" "$HOST2_PID_FILE" "$HOST2_CGROUPS_FILE" "$LAB_DIR/host2-console.log"
 
 # --- checks: every piece answers before we call the lab up -------------------
-ssh_lab() {
-  ssh -q -i "$LAB_DIR/ssh/id_ed25519" -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
-    -o UserKnownHostsFile="$LAB_DIR/ssh/known_hosts" -o StrictHostKeyChecking=yes "root@$EDGE_ADDR" "$@"
-}
-ok=no
-for _ in $(seq 300); do
-  pid_alive "$HOST_PID_FILE" || { cat "$LAB_DIR/host-console.log" >&2; log "the HAProxy host's container exited" >&2; exit 1; }
-  if ssh_lab true 2>/dev/null; then ok=yes; break; fi
-  sleep 0.1
+wait_booted "$EDGE_ADDR" "$HOST_PID_FILE" "$LAB_DIR/host-console.log" "$boot_started"
+wait_booted "$EDGE2_ADDR" "$HOST2_PID_FILE" "$LAB_DIR/host2-console.log" "$boot_started"
+for ns in "$NS_EDGE" "$NS_EDGE2"; do
+  for _ in $(seq 50); do
+    ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz" && break
+    sleep 0.1
+  done
+  ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz"
+  for addr in "$GATEWAY1" "$GATEWAY2"; do
+    ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$addr:$NODE_PORT_STATUS/healthz/ready"
+  done
 done
-[ "$ok" = yes ] || { ssh_lab true; log "ssh on $EDGE_ADDR does not answer" >&2; exit 1; }
-# Booted means systemd finished starting multi-user.target with no failed unit.
-state=$(ssh_lab timeout 60 systemctl is-system-running --wait || true)
-if [ "$state" != running ]; then
-  log "the HAProxy host's systemd is '$state', not running; failed units:" >&2
-  ssh_lab systemctl --failed --no-legend >&2 || true
-  exit 1
-fi
-log "HAProxy host booted (systemd $state, ssh answering) in $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$boot_started")s"
-for _ in $(seq 50); do
-  ip netns exec "$NS_EDGE" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz" && break
-  sleep 0.1
+for addr in "$EDGE_ADDR" "$EDGE2_ADDR"; do
+  ssh_lab "$addr" 'command -v haproxy || command -v keepalived' && { log "the fresh host $addr unexpectedly has haproxy or keepalived" >&2; exit 1; }
 done
-ip netns exec "$NS_EDGE" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz"
-for addr in "$GATEWAY1" "$GATEWAY2"; do
-  ip netns exec "$NS_EDGE" curl -sf -o /dev/null --max-time 2 "http://$addr:$NODE_PORT_STATUS/healthz/ready"
-done
-ssh_lab 'command -v haproxy' && { log "the fresh host unexpectedly has haproxy" >&2; exit 1; }
+# The VRRP password of the pair, made here; lab/stack.sh sets it as a secret from stdin.
+openssl rand -hex 4 | tr -d '\n' >"$LAB_DIR/vrrp-password"
+chmod 600 "$LAB_DIR/vrrp-password"
 
 # --- the lab stack's configuration --------------------------------------------
 cat >"$LAB_REPO/Pulumi.$LAB_NAME.yaml" <<YAML
@@ -177,6 +210,18 @@ config:
         port: 22
         user: root
         hostKey: $HOST_KEY
+      - name: lab-edge2
+        address: $EDGE2_ADDR
+        port: 22
+        user: root
+        hostKey: $HOST2_KEY
+    # The pair shares $VIP_ADDR (keepalived); the visitors reach the edge there. The interface
+    # is found on each host from the subnet (eth0); the VRRP password is a secret (lab/stack.sh).
+    vip:
+      address: $VIP_ADDR/24
+      virtualRouterId: $VRID
+    metrics:
+      bind: 127.0.0.1:8404
     frontends:
       - {name: http, bind: [":80", "[::]:80"], gatewayPort: http}
       - {name: https, bind: [":443", "[::]:443"], gatewayPort: https}
@@ -202,7 +247,7 @@ config:
     # istiod's generator (make gateway-test), like a real stack's.
     allow: [198.51.100.0/24, "2001:db8:100::/48"]
     deny: [198.51.100.66/32]
-    trustedPeers: [$EDGE_ADDR/32, $EDGE_ADDR6/128]
+    trustedPeers: [$EDGE_ADDR/32, $EDGE2_ADDR/32, $EDGE_ADDR6/128]
   source-ip-edge:kubernetes:
     renderYamlToDirectory: $LAB_OUT/kubernetes
 YAML
@@ -218,10 +263,16 @@ cat >"$LAB_OUT/lab.json" <<JSON
   "privateKeyFile": "$LAB_DIR/ssh/id_ed25519",
   "knownHostsFile": "$LAB_DIR/ssh/known_hosts",
   "edge": {"namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "address6": "$EDGE_ADDR6"},
+  "hosts": [
+    {"name": "lab-edge", "namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "root": "$HOST_ROOT", "pidFile": "$HOST_PID_FILE"},
+    {"name": "lab-edge2", "namespace": "$NS_EDGE2", "address": "$EDGE2_ADDR", "root": "$HOST2_ROOT", "pidFile": "$HOST2_PID_FILE"}
+  ],
+  "vip": "$VIP_ADDR",
+  "vrrpPasswordFile": "$LAB_DIR/vrrp-password",
   "visitors": [
-    {"name": "visitor-1", "namespace": "$NS_VISITOR1", "address": "$VISITOR1", "target": "$EDGE_ADDR"},
+    {"name": "visitor-1", "namespace": "$NS_VISITOR1", "address": "$VISITOR1", "target": "$VIP_ADDR"},
     {"name": "visitor-1", "namespace": "$NS_VISITOR1", "address": "$VISITOR1_6", "target": "$EDGE_ADDR6"},
-    {"name": "visitor-2", "namespace": "$NS_VISITOR2", "address": "$VISITOR2", "target": "$EDGE_ADDR"}
+    {"name": "visitor-2", "namespace": "$NS_VISITOR2", "address": "$VISITOR2", "target": "$VIP_ADDR"}
   ],
   "gateways": [
     {"name": "gw1", "namespace": "$NS_GATEWAY1", "address": "$GATEWAY1"},
@@ -231,4 +282,4 @@ cat >"$LAB_OUT/lab.json" <<JSON
 }
 JSON
 touch "$LAB_DIR/fresh" "$LAB_DIR/up"
-log "up in $(( $(date +%s) - started ))s: HAProxy host $EDGE_ADDR (ssh root@, key $LAB_DIR/ssh/id_ed25519), gateways $GATEWAY1 $GATEWAY2"
+log "up in $(( $(date +%s) - started ))s: HAProxy hosts $EDGE_ADDR and $EDGE2_ADDR, VIP $VIP_ADDR (ssh root@, key $LAB_DIR/ssh/id_ed25519), gateways $GATEWAY1 $GATEWAY2"

@@ -10,3 +10,9 @@ render: setup-python
 # (tests/unit/test_config_docs.py fails when they differ).
 config-docs: setup-python
 	$(PY) -m source_ip_edge.tools.config_docs
+
+# The pinned Gateway API standard-channel install (source_ip_edge/pinned/), from the Go module
+# sigs.k8s.io/gateway-api at the version config.py pins (tests/render checks it matches).
+.PHONY: gateway-api-crds
+gateway-api-crds: setup-python
+	$(PY) -m source_ip_edge.tools.gateway_api_crds

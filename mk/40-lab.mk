@@ -9,7 +9,7 @@ LAB_RUN_DIR = $(shell LAB_NAME=$(LAB_NAME) bash -c 'source $(ROOT)/lab/common.sh
 .PHONY: lab lab-cache lab-setup lab-prove lab-validate lab-down lab-bench lab-test
 lab: lab-setup toolchain
 	@start=$$(date +%s); \
-	$(TOOLCHAIN_ENV) && bash lab/stack.sh up && \
+	$(TOOLCHAIN_ENV) && bash lab/control-plane.sh up && bash lab/stack.sh up && \
 	$(MAKE) -s --no-print-directory lab-prove lab-validate && \
 	echo "make lab: done in $$(( $$(date +%s) - start ))s after set-up"
 

@@ -5,12 +5,12 @@
 GATEWAY_DIR := $(ROOT)/gateway-preview
 GATEWAY_OUT := $(BUILD)/gateway-preview
 GATEWAY_BIN := $(GATEWAY_OUT)/bin/gateway-preview
-GATEWAY_SOURCES := $(wildcard $(GATEWAY_DIR)/*.go) $(GATEWAY_DIR)/go.mod $(GATEWAY_DIR)/go.sum $(GATEWAY_DIR)/apps/sample-apps.yaml
+GATEWAY_SOURCES := $(wildcard $(GATEWAY_DIR)/*.go) $(GATEWAY_DIR)/go.mod $(GATEWAY_DIR)/go.sum $(wildcard $(GATEWAY_DIR)/apps/*.yaml)
 # Variants that only the tests use (each mode and strictness, adopted Istio, old chart ports).
 GATEWAY_VARIANTS_DIR := $(GATEWAY_DIR)/testdata/stacks
 GATEWAY_VARIANTS := $(patsubst $(GATEWAY_VARIANTS_DIR)/Pulumi.%.yaml,%,$(wildcard $(GATEWAY_VARIANTS_DIR)/Pulumi.*.yaml))
 # The project's own stacks that exist here (Pulumi.lab.yaml exists once `make lab` made it).
-GATEWAY_STACKS := $(filter dev prod lab,$(patsubst $(ROOT)/Pulumi.%.yaml,%,$(wildcard $(ROOT)/Pulumi.*.yaml)))
+GATEWAY_STACKS := $(filter dev prod lab gwapi,$(patsubst $(ROOT)/Pulumi.%.yaml,%,$(wildcard $(ROOT)/Pulumi.*.yaml)))
 
 .PHONY: gateway-preview gateway-test
 TEST_LAYERS += gateway-test

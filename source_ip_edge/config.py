@@ -44,6 +44,13 @@ NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's default --service-node
 # Istio versions that matter to what we render.
 NATIVE_PROXY_PROTOCOL_SINCE = (1, 19)  # gatewayTopology.proxyProtocol
 LISTENER_FILTER_PATCH_SINCE = (1, 17)  # EnvoyFilter applyTo LISTENER_FILTER / INSERT_FIRST
+# gateway.api gateway-api: the generated Service is customised through a ConfigMap that the
+# Gateway's spec.infrastructure.parametersRef names (istiod deploymentcontroller.go, Istio 1.24).
+GATEWAY_API_SINCE = (1, 24)
+# The Gateway API CRDs installed with istio.install: true: the standard channel of the
+# sigs.k8s.io/gateway-api release the pinned Istio line is built against (its go.mod: v1.6.x).
+GATEWAY_API_VERSION = "v1.6.3"
+GATEWAY_API_ISTIO_LINE = (1, 31)
 
 HOST_KEY_TYPES = (
     "ssh-ed25519",
@@ -59,6 +66,10 @@ _HAPROXY_MAX_TIMER_MS = 2**31 - 1
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]*)):(?P<port>\d+)$")
+# keepalived's `auth_pass` (auth_type PASS) keeps 8 characters and cuts the rest (keepalived.conf(5));
+# `#` and `!` start a comment there, `$` a parameter, quotes and braces are syntax.
+VRRP_PASSWORD = re.compile(r"^[A-Za-z0-9._~+=@%^*:,/-]{1,8}$")
+VRRP_PRIORITY_TOP = 150  # the first host's priority; each next host 10 lower (255 is for the address owner)
 
 
 class ConfigError(ValueError):
@@ -119,6 +130,30 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class VipSettings:
+    """A virtual IP the hosts share through keepalived (VRRP). The password is a secret and is
+    not kept here: the program hands it to the hosts as a secret Output."""
+
+    address: ipaddress.IPv4Interface
+    """The VIP with the prefix length of its subnet (203.0.113.100/24)."""
+    interface: str | None
+    """The interface carrying it; None: found on each host from the VIP's subnet."""
+    virtual_router_id: int
+    priorities: Mapping[str, int]
+    """Each host's VRRP priority by host name, in host order; with nopreempt it only decides
+    between hosts that start together."""
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """HAProxy's Prometheus exporter and stats page on one HTTP listener of every host."""
+
+    bind: BindAddress
+    metrics_path: str = "/metrics"
+    stats_path: str = "/stats"
+
+
+@dataclass(frozen=True)
 class HAProxySettings:
     hosts: tuple[SshHost, ...]
     frontends: tuple[Frontend, ...]
@@ -128,6 +163,8 @@ class HAProxySettings:
     proxy_protocol_version: int
     extra_global: tuple[str, ...]
     extra_defaults: tuple[str, ...]
+    vip: VipSettings | None = None
+    metrics: MetricsSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -139,12 +176,25 @@ class GatewaySettings:
     target_ports: Mapping[str, int]
     """The gateway container's ports for http and https: Envoy's listener ports."""
     external_traffic_policy: str
+    api: str = "istio"
+    """'istio' (the gateway Helm chart) or 'gateway-api' (a Gateway API Gateway istiod deploys)."""
+    allowed_route_namespaces: str = "Same"
+    """gateway-api: Same, Selector or All."""
+    allowed_route_labels: Mapping[str, str] = field(default_factory=dict)
+    """gateway-api, Selector: the labels a namespace needs to attach routes."""
+    https_tls_mode: str = "Passthrough"
+    """gateway-api: Passthrough or Terminate."""
+    https_certificate_secrets: tuple[str, ...] = ()
+    """gateway-api, Terminate: the TLS Secrets of the HTTPS listener."""
 
     @property
     def backend_ports(self) -> dict[str, int]:
         """Ports HAProxy connects to on each node: NodePorts, or the Service ports of an LB."""
         if self.service_type == "NodePort":
             return dict(self.node_ports)
+        if self.api == "gateway-api":
+            # istiod's generated Service exposes each Gateway listener on its own port.
+            return {"http": self.target_ports["http"], "https": self.target_ports["https"], "status": GATEWAY_SERVICE_PORTS["status"]}
         return dict(GATEWAY_SERVICE_PORTS)
 
 
@@ -201,12 +251,13 @@ class StackConfig:
 
 def schema_defaults(node: Mapping[str, Any]) -> dict[str, Any]:
     """The defaults of an object node's keys: each key's own `default`, or for an object key, the
-    defaults of its keys. Keys without a default (required, or meaning "unset") are left out."""
+    defaults of its keys. Keys without a default (required, or meaning "unset") are left out, and
+    so is an object with required keys of its own (`haproxy.vip`): it exists only when written."""
     defaults: dict[str, Any] = {}
     for key, child in node.get("properties", {}).items():
         if "default" in child:
             defaults[key] = copy.deepcopy(child["default"])
-        elif "properties" in child:
+        elif "properties" in child and not child.get("required"):
             defaults[key] = schema_defaults(child)
     return defaults
 
@@ -231,10 +282,13 @@ def _shape_schema() -> dict[str, Any]:
     return schema
 
 
-def parse_stack_config(raw: Mapping[str, Any], *, has_ssh_private_key: bool = True) -> StackConfig:
+def parse_stack_config(
+    raw: Mapping[str, Any], *, has_ssh_private_key: bool = True, vrrp_password: str | None = None
+) -> StackConfig:
     """Turn the raw project config (keys without the `source-ip-edge:` prefix) into a StackConfig.
 
-    Raises ConfigError naming the first bad key.
+    `vrrp_password` is the secret `vrrpPassword`'s plain value, checked here and never stored or
+    echoed. Raises ConfigError naming the first bad key.
     """
     _check_shape(raw)
     if not has_ssh_private_key:
@@ -246,8 +300,10 @@ def parse_stack_config(raw: Mapping[str, Any], *, has_ssh_private_key: bool = Tr
     proxy_protocol = _parse_proxy_protocol(raw.get("proxyProtocol") or {}, istio)
     gateway = _parse_gateway(raw["gateway"])
     haproxy = _parse_haproxy(raw["haproxy"])
+    _check_vrrp_password(vrrp_password, haproxy.vip)
     access = _parse_access(raw.get("access") or {}, gateway)
     kubernetes = _parse_kubernetes(raw.get("kubernetes") or {}, istio)
+    _refuse_gateway_api_conflicts(raw, gateway, istio, kubernetes)
     return StackConfig(haproxy, gateway, istio, proxy_protocol, access, kubernetes)
 
 
@@ -272,9 +328,12 @@ def _check_shape(raw: Mapping[str, Any]) -> None:
         name = missing.group(1) if missing else "?"
         raise ConfigError(f"{path}.{name}" if path else name, "is required")
     if error.validator == "additionalProperties":
-        extra = re.findall(r"'([^']+)'", error.message)
-        name = extra[0] if extra else "?"
-        raise ConfigError(f"{path}.{name}" if path else name, "is not a known key")
+        # From the object itself, not jsonschema's message: a key such as '' or "a'b" defeats parsing it.
+        known = set(error.schema.get("properties", {}))
+        name = min((str(key) for key in error.instance if key not in known), default="?")
+        if re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{path}.{name}" if path else name, "is not a known key")
+        raise ConfigError(path or "(root)", f"{json.dumps(name)} is not a known key")
     raise ConfigError(path or "(root)", _schema_problem(error))
 
 
@@ -374,12 +433,30 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
     _refuse_duplicates_in_mapping(node_ports, "gateway.nodePorts")
     target_ports = _with_defaults(raw["targetPorts"], "gateway.targetPorts")
     _refuse_duplicates_in_mapping(target_ports, "gateway.targetPorts")
+    allowed_routes = _with_defaults(raw["allowedRoutes"], "gateway.allowedRoutes")
+    namespaces, namespace_labels = allowed_routes["namespaces"], allowed_routes["namespaceLabels"]
+    if namespaces == "Selector" and not namespace_labels:
+        raise ConfigError("gateway.allowedRoutes.namespaceLabels", "must name at least one label when namespaces is Selector")
+    if namespaces != "Selector" and namespace_labels:
+        raise ConfigError("gateway.allowedRoutes.namespaceLabels", f"is only used with namespaces: Selector (namespaces is {namespaces})")
+    https_tls = _with_defaults(raw["httpsTls"], "gateway.httpsTls")
+    secrets = tuple(https_tls["certificateSecrets"])
+    _refuse_duplicates(secrets, "gateway.httpsTls.certificateSecrets")
+    if https_tls["mode"] == "Terminate" and not secrets:
+        raise ConfigError("gateway.httpsTls.certificateSecrets", "must name the TLS Secret(s) when mode is Terminate")
+    if https_tls["mode"] == "Passthrough" and secrets:
+        raise ConfigError("gateway.httpsTls.certificateSecrets", "is only used with mode: Terminate (Passthrough leaves TLS to the applications)")
     return GatewaySettings(
         nodes=nodes,
         service_type=service_type,
         node_ports=node_ports,
         target_ports=target_ports,
         external_traffic_policy=raw["externalTrafficPolicy"],
+        api=raw["api"],
+        allowed_route_namespaces=namespaces,
+        allowed_route_labels=dict(namespace_labels),
+        https_tls_mode=https_tls["mode"],
+        https_certificate_secrets=secrets,
     )
 
 
@@ -399,6 +476,10 @@ def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
     extra_defaults = tuple(
         _parse_extra_line(line, f"haproxy.extra.defaults[{i}]") for i, line in enumerate(extra["defaults"])
     )
+    vip = _parse_vip(raw["vip"], hosts) if "vip" in raw else None
+    metrics = _parse_metrics(raw["metrics"], frontends) if "metrics" in raw else None
+    if vip is not None:
+        _refuse_binds_on_host_addresses(frontends, hosts)
     return HAProxySettings(
         hosts=hosts,
         frontends=frontends,
@@ -415,7 +496,98 @@ def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
         proxy_protocol_version=raw["proxyProtocolVersion"],
         extra_global=extra_global,
         extra_defaults=extra_defaults,
+        vip=vip,
+        metrics=metrics,
     )
+
+
+def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
+    raw = _with_defaults(raw, "haproxy.vip")
+    key = "haproxy.vip.address"
+    if len(hosts) < 2:
+        raise ConfigError("haproxy.vip", f"needs at least two haproxy.hosts to move between (there is {len(hosts)})")
+    text = raw["address"]
+    try:
+        address = ipaddress.ip_interface(text)
+    except ValueError:
+        raise ConfigError(key, f"{text!r} is not an address with its prefix length, like 203.0.113.100/24") from None
+    if "/" not in text:
+        raise ConfigError(key, f"{text!r} needs the prefix length of the hosts' subnet, like {text}/24")
+    if address.version != 4:
+        raise ConfigError(key, f"{text!r}: only IPv4 VIPs are supported (VRRPv2 with a password)")
+    network = address.network
+    if network.prefixlen < 31 and address.ip in (network.network_address, network.broadcast_address):
+        raise ConfigError(key, f"{text!r} is the subnet's {'network' if address.ip == network.network_address else 'broadcast'} address")
+    for i, host in enumerate(hosts):
+        if host.address == str(address.ip):
+            raise ConfigError(key, f"{address.ip} is haproxy.hosts[{i}]'s own address; the VIP must be an address no host has")
+    if not raw["sshOverOtherNetwork"]:
+        for i, host in enumerate(hosts):
+            try:
+                host_ip = ipaddress.ip_address(host.address)
+            except ValueError:
+                continue  # a DNS name: not determinable here
+            if host_ip.version == 4 and host_ip not in network:
+                raise ConfigError(
+                    key,
+                    f"{text} is outside the subnet of haproxy.hosts[{i}] ({host.address}); VRRP moves the VIP "
+                    "within one subnet (set haproxy.vip.sshOverOtherNetwork: true if SSH uses a management network)",
+                )
+    priorities = {host.name: VRRP_PRIORITY_TOP - 10 * i for i, host in enumerate(hosts)}
+    if min(priorities.values()) < 1:
+        raise ConfigError("haproxy.hosts", f"at most {VRRP_PRIORITY_TOP // 10} hosts can share a VIP")
+    return VipSettings(
+        address=address,
+        interface=raw.get("interface"),
+        virtual_router_id=raw["virtualRouterId"],
+        priorities=priorities,
+    )
+
+
+def _refuse_binds_on_host_addresses(frontends: Sequence[Frontend], hosts: Sequence[SshHost]) -> None:
+    """Every host gets the same haproxy.cfg: a bind on one host's own address cannot work on the others."""
+    host_addresses = {host.address: i for i, host in enumerate(hosts)}
+    for i, frontend in enumerate(frontends):
+        for bind in frontend.binds:
+            if bind.ip is not None and str(bind.ip) in host_addresses:
+                raise ConfigError(
+                    f"haproxy.frontends[{i}].bind",
+                    f"{bind.haproxy()} is haproxy.hosts[{host_addresses[str(bind.ip)]}]'s own address; with a VIP "
+                    "bind on the VIP or on every address (':PORT')",
+                )
+
+
+def _check_vrrp_password(password: str | None, vip: VipSettings | None) -> None:
+    key = "vrrpPassword"
+    if vip is None:
+        if password is not None:
+            raise ConfigError(key, "is set but haproxy.vip is not; remove it or configure the VIP")
+        return
+    if password is None:
+        raise ConfigError(key, "is required with haproxy.vip: `pulumi config set --secret vrrpPassword`")
+    if not VRRP_PASSWORD.match(password):
+        # Never echo the value: it is a secret.
+        raise ConfigError(
+            key,
+            "must be 1 to 8 characters (keepalived's auth_pass keeps only 8): letters, digits and - . _ ~ + = @ % ^ * : , /",
+        )
+
+
+def _parse_metrics(raw: Mapping[str, Any], frontends: Sequence[Frontend]) -> MetricsSettings:
+    raw = _with_defaults(raw, "haproxy.metrics")
+    key = "haproxy.metrics.bind"
+    bind = _parse_bind(raw["bind"], key)
+    if not raw["allowPublic"] and (bind.ip is None or not bind.ip.is_loopback):
+        raise ConfigError(
+            key,
+            f"{raw['bind']!r} is not a loopback address: the stats page and metrics would be open to whoever "
+            "reaches it; bind 127.0.0.1:PORT, or set haproxy.metrics.allowPublic: true",
+        )
+    for i, frontend in enumerate(frontends):
+        for other in frontend.binds:
+            if other.port == bind.port and (other.ip is None or bind.ip is None or other.ip == bind.ip):
+                raise ConfigError(key, f"{bind.haproxy()} clashes with haproxy.frontends[{i}] ({other.haproxy()})")
+    return MetricsSettings(bind=bind)
 
 
 def _parse_host(raw: Mapping[str, Any], key: str) -> SshHost:
@@ -515,8 +687,9 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
     _refuse_duplicates(allow, "access.allow")
     _refuse_duplicates(deny, "access.deny")
     _refuse_duplicates(peers, "access.trustedPeers")
+    denied = set(deny)  # a set: 5,000-entry lists made the tuple lookup quadratic (seconds per render)
     for i, network in enumerate(allow):
-        if network in deny:
+        if network in denied:
             raise ConfigError(f"access.allow[{i}]", f"{network} is also in access.deny; DENY wins, so remove one")
     if peers and gateway.external_traffic_policy != "Local":
         # With Cluster, kube-proxy SNATs: the gateway's direct peer is a node, not HAProxy.
@@ -538,6 +711,49 @@ def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> Kubernete
     if render_dir is not None and raw.get("context") is not None:
         raise ConfigError("kubernetes.context", "cannot be combined with kubernetes.renderYamlToDirectory (no cluster is used)")
     return KubernetesSettings(context=raw.get("context"), render_yaml_to_directory=render_dir)
+
+
+def _refuse_gateway_api_conflicts(
+    raw: Mapping[str, Any], gateway: GatewaySettings, istio: IstioSettings, kubernetes: KubernetesSettings
+) -> None:
+    """Keys that only mean something for one gateway.api, and what gateway-api needs of Istio."""
+    # Compared with the schema's defaults, not by presence: a stack file may spell defaults out.
+    gateway_defaults, istio_defaults = _with_defaults({}, "gateway"), _with_defaults({}, "istio")
+    if gateway.api == "istio":
+        gateway_api_only = {
+            "allowedRoutes": (gateway.allowed_route_namespaces, dict(gateway.allowed_route_labels)),
+            "httpsTls": (gateway.https_tls_mode, list(gateway.https_certificate_secrets)),
+        }
+        for key, value in gateway_api_only.items():
+            default = gateway_defaults[key]
+            if value != tuple(default.values()):
+                raise ConfigError(f"gateway.{key}", "is only used with gateway.api: gateway-api")
+        return
+    if dict(istio.gateway_labels) != istio_defaults["gatewayLabels"]:
+        # istiod labels the pods it generates itself (gateway.networking.k8s.io/gateway-name), and
+        # our objects attach to the Gateway with targetRefs: a selector on them is ineffective (IST0166).
+        raise ConfigError(
+            "istio.gatewayLabels",
+            "is a gateway-chart key; with gateway.api: gateway-api istiod labels the pods and objects attach by targetRefs: remove it",
+        )
+    version = istio.version_tuple[:2]
+    if version < GATEWAY_API_SINCE:
+        raise ConfigError(
+            "gateway.api",
+            f"gateway-api needs Istio >= 1.24 (generated Service customised via spec.infrastructure.parametersRef); istio.version is {istio.version}",
+        )
+    if istio.install and version != GATEWAY_API_ISTIO_LINE:
+        raise ConfigError(
+            "gateway.api",
+            f"gateway-api with istio.install: true installs the Gateway API CRDs {GATEWAY_API_VERSION}, pinned for Istio "
+            f"{GATEWAY_API_ISTIO_LINE[0]}.{GATEWAY_API_ISTIO_LINE[1]}; istio.version is {istio.version} "
+            "(install the CRDs your Istio supports yourself and set istio.install: false)",
+        )
+    if kubernetes.render_yaml_to_directory is not None:
+        raise ConfigError(
+            "kubernetes.renderYamlToDirectory",
+            "cannot be combined with gateway.api: gateway-api (the Gateway API CRDs are checked in the cluster)",
+        )
 
 
 # ---------------------------------------------------------------------------- value parsers

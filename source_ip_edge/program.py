@@ -15,15 +15,22 @@ def read_stack_config():
         check_known_keys(_all_config_keys())
         raw = {key: pulumi_config.get_object(key) for key in TOP_LEVEL_KEYS}
         ssh_private_key = pulumi_config.get_secret("sshPrivateKey")
+        # The plain value only to check it (config.py never echoes it); the hosts get it as a
+        # secret Output, so it is encrypted wherever it sits in the state.
+        vrrp_password = pulumi.runtime.get_config(f"{PROJECT}:vrrpPassword")
         config = parse_stack_config(
             {key: value for key, value in raw.items() if value is not None},
             has_ssh_private_key=ssh_private_key is not None,
+            vrrp_password=vrrp_password,
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
     except ValueError as error:  # e.g. a value that is not valid JSON where an object is expected
         raise pulumi.RunError(f"{PROJECT}: {error}") from None
-    return config, ssh_private_key
+    secrets = {"ssh_private_key": ssh_private_key}
+    if vrrp_password is not None:
+        secrets["vrrp_password"] = pulumi.Output.secret(vrrp_password)
+    return config, secrets
 
 
 def _all_config_keys() -> set[str]:
@@ -34,5 +41,5 @@ def _all_config_keys() -> set[str]:
 
 
 def build() -> SourceIpEdge:
-    config, ssh_private_key = read_stack_config()
-    return SourceIpEdge("edge", {"config": config, "ssh_private_key": ssh_private_key})
+    config, secrets = read_stack_config()
+    return SourceIpEdge("edge", {"config": config, **secrets})

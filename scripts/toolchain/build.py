@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the Pulumi engine, provider plugins and istioctl from the Go module proxy.
+"""Build the Pulumi engine, provider plugins, istioctl and the lab's control plane from the Go module proxy.
 
     build.py build          build what is missing, print the bin directory
     build.py env --root R   build, then print the shell exports for the project at R
@@ -43,6 +43,12 @@ KUBERNETES_PROVIDER = "github.com/pulumi/pulumi-kubernetes/provider/v4"
 KUBERNETES_SDK = "github.com/pulumi/pulumi-kubernetes/sdk/v4"
 COMMAND_PROVIDER = "github.com/pulumi/pulumi-command/provider"
 ISTIO = "istio.io/istio"
+KUBE = "k8s.io/kubernetes"
+ETCD_SERVER = "go.etcd.io/etcd/server/v3"
+KWOK = "sigs.k8s.io/kwok"
+HELM = "helm.sh/helm/v3"
+# kubectl too: the lab applies Istio's CRDs and reads the API server with it.
+KUBE_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
 def log(message: str) -> None:
@@ -116,6 +122,13 @@ def non_local_replaces(go_mod: Path) -> list[str]:
         old = r["Old"]["Path"] + (f"@{r['Old']['Version']}" if r["Old"].get("Version") else "")
         replaces.append(f"{old}={new['Path']}@{new['Version']}")
     return replaces
+
+
+def directory_replaces(go_mod: Path) -> list[tuple[str, str]]:
+    """(module, directory) for each replace of a go.mod that points at a directory."""
+    out = run(["go", "mod", "edit", "-json", str(go_mod)])
+    return [(r["Old"]["Path"], r["New"]["Path"]) for r in json.loads(out).get("Replace") or []
+            if not r["New"].get("Version")]
 
 
 def selected_version(workdir: Path, module: str) -> str:
@@ -256,6 +269,105 @@ def build_istioctl(v: dict[str, str]) -> Callable[[Path, Path], None]:
     return build
 
 
+def build_wrapper(work: Path, name: str, requires: dict[str, str], replaces: dict[str, str],
+                  binaries: dict[str, str], out: Path, ldflags: str) -> None:
+    """A module that requires `requires`, swaps upstream's directory replaces for released
+    modules (`replaces`, each pinned and checked), and builds `binaries` (name: package) into out."""
+    (work / "go.mod").write_text(f"module source-ip-edge/toolchain/{name}\n\ngo 1.26\n")
+    edits = [f"-require={m}@{v}" for m, v in requires.items()]
+    edits += [f"-replace={m}={m}@{v}" for m, v in replaces.items()]
+    run(["go", "mod", "edit", *edits], cwd=work)
+    version = next(iter(requires.values()))
+    run(["go", "get", "-tool", *(f"{pkg}@{version}" for pkg in binaries.values())], cwd=work)
+    # Every required module, and every replaced one the build uses, at the pinned version.
+    graph = dict(line.split(" ", 1) for line in run(
+        ["go", "list", "-m", "-f", "{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}",
+         "all"], cwd=work).splitlines())
+    for module, want in {**replaces, **requires}.items():
+        got = graph.get(module)
+        if got != want and (got is not None or module in requires):
+            raise RuntimeError(f"wrapper selected {module}@{got}, expected {want}")
+    for binary, pkg in binaries.items():
+        run(["go", "build", "-o", str(out / binary), "-ldflags", ldflags, pkg], cwd=work)
+
+
+def build_etcd(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    version = "v" + v["ETCD_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        # etcd's main package is server/v3's root; its go.mod replaces the api, client/pkg,
+        # client/v3 and pkg siblings by ../<dir>: use the released siblings of the same version.
+        server = module_download(ETCD_SERVER, version)
+        siblings = {m: version for m, d in directory_replaces(Path(server["GoMod"]))
+                    if d.startswith("../")}
+        build_wrapper(work, "etcd", {ETCD_SERVER: version}, siblings, {"etcd": ETCD_SERVER}, out, "")
+
+    return build
+
+
+def build_kube_control_plane(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    version = "v" + v["KUBE_VERSION"]
+    major, minor, patch = v["KUBE_VERSION"].split(".")
+    staging_version = f"v0.{minor}.{patch}"
+
+    def build(work: Path, out: Path) -> None:
+        # k8s.io/kubernetes replaces each k8s.io/<name> it requires (at v0.0.0) by
+        # ./staging/src/k8s.io/<name>; those are published as k8s.io/<name> v0.<minor>.<patch>.
+        kube = module_download(KUBE, version)
+        staging = {m: staging_version for m, d in directory_replaces(Path(kube["GoMod"]))
+                   if d.startswith("./staging/")}
+        if not staging:
+            raise RuntimeError(f"{KUBE}@{version}: no ./staging replaces in its go.mod")
+        # What `kube-apiserver --version` and /version report (kwokctl reads the former);
+        # unstamped, component-base says v0.0.0-master.
+        stamp = "k8s.io/component-base/version"
+        ldflags = (f"-X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} "
+                   f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean")
+        build_wrapper(work, "kube", {KUBE: version}, staging,
+                      {c: f"{KUBE}/cmd/{c}" for c in KUBE_CONTROL_PLANE}, out, ldflags)
+
+    return build
+
+
+def build_kwok(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    version = "v" + v["KWOK_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        # No replaces. KubeVersion is kwokctl's default cluster version (upstream stamps it at
+        # release): the release the control-plane step builds.
+        ldflags = (f"-X {KWOK}/pkg/consts.Version={v['KWOK_VERSION']} "
+                   f"-X {KWOK}/pkg/consts.KubeVersion={v['KUBE_VERSION']}")
+        run(["go", "install", "-ldflags", ldflags, f"{KWOK}/cmd/kwok@{version}",
+             f"{KWOK}/cmd/kwokctl@{version}"], cwd=work, env={"GOBIN": str(out)})
+
+    return build
+
+
+def build_istiod(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    version = v["ISTIO_MODULE_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        # The same module, stamp and (absent) build tags as istioctl, so most package
+        # archives are already in the build cache.
+        ldflags = f"-X {ISTIO}/pkg/version.buildVersion={version}"
+        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/pilot/cmd/pilot-discovery@{version}"],
+            cwd=work, env={"GOBIN": str(out)})
+
+    return build
+
+
+def build_helm(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    version = "v" + v["HELM_VERSION"]
+
+    def build(work: Path, out: Path) -> None:
+        # No replaces. The stamp is what `helm version` reports (unstamped: a v3 dev version).
+        ldflags = f"-X {HELM}/internal/version.version={version}"
+        run(["go", "install", "-ldflags", ldflags, f"{HELM}/cmd/helm@{version}"],
+            cwd=work, env={"GOBIN": str(out)})
+
+    return build
+
+
 def external_pulumi(cache_root: Path) -> str | None:
     """A working `pulumi` already on PATH (not one of ours), e.g. from the official installer."""
     if os.environ.get("TOOLCHAIN_BUILD_PULUMI") == "1":
@@ -291,6 +403,13 @@ def plan(v: dict[str, str], go: str, use_external_pulumi: bool) -> list[Step]:
                       [go, v["COMMAND_PROVIDER_MODULE_VERSION"], v["COMMAND_VERSION"], v["PULUMI_VERSION"],
                        file_digest(COMMAND_STAND_IN_SOURCE)], build_command(v)))
     steps.append(Step("istioctl", ["istioctl"], [go, v["ISTIO_MODULE_VERSION"]], build_istioctl(v)))
+    # The lab's control plane (docs/toolchain.md). New steps only append: the keys above stay.
+    steps.append(Step("etcd", ["etcd"], [go, v["ETCD_VERSION"]], build_etcd(v)))
+    steps.append(Step("kube-control-plane", list(KUBE_CONTROL_PLANE), [go, v["KUBE_VERSION"]],
+                      build_kube_control_plane(v)))
+    steps.append(Step("kwok", ["kwok", "kwokctl"], [go, v["KWOK_VERSION"], v["KUBE_VERSION"]], build_kwok(v)))
+    steps.append(Step("istiod", ["pilot-discovery"], [go, v["ISTIO_MODULE_VERSION"]], build_istiod(v)))
+    steps.append(Step("helm", ["helm"], [go, v["HELM_VERSION"]], build_helm(v)))
     return steps
 
 

@@ -35,7 +35,8 @@ class HelmReleaseSpec:
 
 
 def istio_releases(config: StackConfig) -> list[HelmReleaseSpec]:
-    """The three releases in install order; empty when Istio is adopted (install: false)."""
+    """The releases in install order; empty when Istio is adopted (install: false). No gateway chart
+    with gateway.api: gateway-api: istiod deploys the Gateway's pods itself (gateway_api.py)."""
     istio = config.istio
     if not istio.install:
         return []
@@ -43,11 +44,13 @@ def istio_releases(config: StackConfig) -> list[HelmReleaseSpec]:
     def release(name: str, chart: str, values: dict[str, Any]) -> HelmReleaseSpec:
         return HelmReleaseSpec(name, chart, istio.version, istio.chart_repository, istio.namespace, values)
 
-    return [
+    releases = [
         release("istio-base", "base", {"defaultRevision": "default"}),
         release("istiod", "istiod", istiod_values(config)),
-        release(istio.gateway_name, "gateway", gateway_values(config)),
     ]
+    if config.gateway.api == "istio":
+        releases.append(release(istio.gateway_name, "gateway", gateway_values(config)))
+    return releases
 
 
 def istiod_values(config: StackConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from source_ip_edge.config import NATIVE_PROXY_PROTOCOL_SINCE, StackConfig
+from source_ip_edge.render.gateway_api import workload_attachment
 
 PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
@@ -80,7 +81,7 @@ def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
         "kind": "EnvoyFilter",
         "metadata": {"name": envoy_filter_name(config), "namespace": config.istio.namespace},
         "spec": {
-            "workloadSelector": {"labels": dict(config.istio.gateway_labels)},
+            **workload_attachment(config, "workloadSelector"),
             "configPatches": patches,
         },
     }
@@ -137,8 +138,9 @@ def gateway_pod_annotations(config: StackConfig) -> dict[str, str]:
 
 def gateway_deployment_patch(config: StackConfig) -> dict[str, Any] | None:
     """For an adopted Istio (install: false): a server-side-apply patch of the gateway Deployment
-    that sets our pod annotations and so rolls the pods when they change."""
-    if config.istio.install:
+    that sets our pod annotations and so rolls the pods when they change. None for a Gateway API
+    gateway: the Gateway's spec.infrastructure.annotations carry them, and istiod rolls its pods."""
+    if config.istio.install or config.gateway.api == "gateway-api":
         return None
     return {
         "apiVersion": "apps/v1",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from source_ip_edge.config import StackConfig
+from source_ip_edge.render.gateway_api import workload_attachment
 from source_ip_edge.render.proxy_protocol import exposed_proxy_listener_ports
 
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
@@ -90,7 +91,7 @@ def trusted_peer_filter(config: StackConfig) -> dict[str, Any] | None:
         "kind": "EnvoyFilter",
         "metadata": {"name": trusted_peer_filter_name(config), "namespace": config.istio.namespace},
         "spec": {
-            "workloadSelector": {"labels": dict(config.istio.gateway_labels)},
+            **workload_attachment(config, "workloadSelector"),
             "configPatches": patches,
         },
     }
@@ -103,7 +104,8 @@ def _policy(config: StackConfig, suffix: str, action: str, rules: list[dict[str,
         "kind": "AuthorizationPolicy",
         "metadata": {"name": f"{istio.gateway_name}-{suffix}", "namespace": istio.namespace},
         "spec": {
-            "selector": {"matchLabels": dict(istio.gateway_labels)},
+            # targetRefs for a Gateway API gateway: a selector on its pods is ineffective (IST0166).
+            **workload_attachment(config, "selector"),
             "action": action,
             "rules": rules,
         },

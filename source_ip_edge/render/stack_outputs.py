@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from source_ip_edge.config import StackConfig
+from source_ip_edge.render.gateway_api import GATEWAY_API_GROUP, generated_name, generated_pod_labels, parameters_name
 from source_ip_edge.render.haproxy_host.haproxy_cfg import config_sha256
 from source_ip_edge.render.proxy_protocol import envoy_filter, envoy_filter_name
 from source_ip_edge.render.source_ip_policy import policy_names, trusted_peer_filter, trusted_peer_filter_name
@@ -19,6 +20,8 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
     ports = gateway.backend_ports
     return {
         "haproxyHosts": [{"name": h.name, "address": h.address, "port": h.port} for h in haproxy.hosts],
+        "vip": _vip(config),
+        "metrics": _metrics(config),
         "frontends": [
             {
                 "name": f.name,
@@ -51,10 +54,69 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
         },
         "haproxyConfigSha256": config_sha256(haproxy_config),
         "istioVersion": istio.version,
-        "gateway": {
+        "gateway": _gateway(config),
+    }
+
+
+def _gateway(config: StackConfig) -> dict[str, Any]:
+    """What runs the gateway: the chart's Deployment, or a Gateway API Gateway and what istiod generates for it."""
+    istio, gateway = config.istio, config.gateway
+    service = {"type": gateway.service_type, "externalTrafficPolicy": gateway.external_traffic_policy}
+    if gateway.service_type == "NodePort":
+        service["nodePorts"] = dict(gateway.node_ports)
+    if gateway.api == "gateway-api":
+        return {
+            "api": gateway.api,
+            "kind": "Gateway",
+            "apiVersion": f"{GATEWAY_API_GROUP}/v1",
             "namespace": istio.namespace,
             "name": istio.gateway_name,
-            "labels": dict(istio.gateway_labels),
+            "gatewayClassName": "istio",
+            # Labels istiod puts on the pods it generates; objects attach with targetRefs, not these.
+            "labels": generated_pod_labels(config),
+            # The Gateway itself is this stack's in every case; istio.install only says who runs istiod.
             "managed": istio.install,
-        },
+            "service": {"name": generated_name(config), **service},
+            "parametersConfigMap": parameters_name(config),
+            "listenerPorts": {name: gateway.target_ports[name] for name in ("http", "https")},
+        }
+    return {
+        "api": gateway.api,
+        "kind": "Deployment",
+        "namespace": istio.namespace,
+        "name": istio.gateway_name,
+        "labels": dict(istio.gateway_labels),
+        "managed": istio.install,
+        "service": {"name": istio.gateway_name, **service},
+    }
+
+
+def _vip(config: StackConfig) -> dict[str, Any] | None:
+    """The VIP visitors reach (DNS points here); which host holds it is runtime state, not an output."""
+    vip = config.haproxy.vip
+    if vip is None:
+        return None
+    return {
+        "address": str(vip.address.ip),
+        "prefixLength": vip.address.network.prefixlen,
+        "virtualRouterId": vip.virtual_router_id,
+        "priorities": dict(vip.priorities),
+    }
+
+
+def _metrics(config: StackConfig) -> dict[str, Any] | None:
+    """Where a monitoring stack scrapes each host: `targets` as Prometheus writes them (HOST:PORT).
+    A loopback bind is scraped on the host itself (an agent there), so its target is loopback."""
+    metrics = config.haproxy.metrics
+    if metrics is None:
+        return None
+    bind = metrics.bind
+    return {
+        "bind": bind.haproxy(),
+        "metricsPath": metrics.metrics_path,
+        "statsPath": metrics.stats_path,
+        "targets": [
+            {"host": h.name, "target": f"{h.address}:{bind.port}" if bind.ip is None else bind.haproxy()}
+            for h in config.haproxy.hosts
+        ],
     }

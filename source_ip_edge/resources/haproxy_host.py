@@ -1,14 +1,21 @@
-"""HAProxyHost: one HAProxy host, provisioned over SSH with pulumi-command."""
+"""HAProxyHost: one HAProxy host, provisioned over SSH with pulumi-command; with a VIP, also its keepalived."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypedDict
+from typing import NotRequired, Optional, Sequence, TypedDict
 
 import pulumi
 import pulumi_command as command
 
-from source_ip_edge.config import SshHost
-from source_ip_edge.render.haproxy_host.scripts import apply_script, install_script, restore_script, uninstall_script
+from source_ip_edge.config import SshHost, VipSettings
+from source_ip_edge.render.haproxy_host.scripts import (
+    apply_script,
+    install_script,
+    keepalived_apply_script,
+    keepalived_restore_script,
+    restore_script,
+    uninstall_script,
+)
 
 
 class HAProxyHostArgs(TypedDict):
@@ -20,6 +27,12 @@ class HAProxyHostArgs(TypedDict):
     """The rendered haproxy.cfg."""
     after: Sequence[pulumi.Resource]
     """HAProxy starts sending PROXY headers only once the gateway accepts them."""
+    vip: NotRequired[VipSettings]
+    """The VIP the hosts share; with it, keepalived is installed and configured."""
+    keepalived_config: NotRequired[str]
+    """This host's rendered keepalived.conf (no secret in it)."""
+    vrrp_password: NotRequired[pulumi.Input[str]]
+    """The VRRP password, a secret: sent on the keepalived command's stdin, never in its text."""
 
 
 class HAProxyHost(pulumi.ComponentResource):
@@ -27,6 +40,9 @@ class HAProxyHost(pulumi.ComponentResource):
     """Records the host as it was, installs haproxy and socat; destroy removes what it added."""
     config: command.remote.Command
     """Stages, checks (`haproxy -c`), swaps in and reloads haproxy.cfg; destroy restores."""
+    keepalived: Optional[command.remote.Command]
+    """With a VIP: stages, checks (`keepalived -t`), swaps in and reloads keepalived.conf; destroy
+    restores keepalived (the VIP moves away first, then haproxy.cfg is restored)."""
 
     def __init__(self, name: str, args: HAProxyHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:haproxy:HAProxyHost", name, {}, opts)
@@ -43,7 +59,7 @@ class HAProxyHost(pulumi.ComponentResource):
         self.install = command.remote.Command(
             f"{name}-install",
             connection=connection,
-            create=install_script(),
+            create=install_script(with_keepalived="vip" in args),
             # Runs after the config's restore (which depends on it): packages go last.
             delete=uninstall_script(),
             opts=pulumi.ResourceOptions(parent=self),
@@ -64,4 +80,20 @@ class HAProxyHost(pulumi.ComponentResource):
                 parent=self, depends_on=[self.install, *args["after"]], delete_before_replace=True
             ),
         )
+        self.keepalived = None
+        if "vip" in args:
+            vip = args["vip"]
+            self.keepalived = command.remote.Command(
+                f"{name}-keepalived",
+                connection=connection,
+                create=keepalived_apply_script(args["keepalived_config"], str(vip.address.network), vip.interface),
+                # Secret, so encrypted in the state like the connection; a new password changes
+                # this input and so re-runs the apply. The command text holds no secret.
+                stdin=pulumi.Output.secret(args["vrrp_password"]).apply(lambda password: f"{password}\n"),
+                delete=keepalived_restore_script(),
+                # keepalived tracks the HAProxy that config runs; on destroy the VIP leaves first.
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.install, self.config], delete_before_replace=True
+                ),
+            )
         self.register_outputs({"address": host.address})

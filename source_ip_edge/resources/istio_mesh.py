@@ -1,4 +1,5 @@
-"""IstioMesh: Istio's Helm charts base -> istiod -> gateway, or nothing when Istio is adopted."""
+"""IstioMesh: Istio's Helm charts base -> istiod -> gateway, or nothing when Istio is adopted; with
+gateway.api: gateway-api the Gateway API CRDs first and a Gateway instead of the gateway chart."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from source_ip_edge.config import StackConfig
 from source_ip_edge.render.istio_mesh import HelmReleaseSpec, istio_releases
+from source_ip_edge.resources.gateway_api import gateway_api_crds, gateway_api_gateway
 
 
 class IstioMeshArgs(TypedDict):
@@ -26,6 +28,9 @@ class IstioMeshArgs(TypedDict):
 class IstioMesh(pulumi.ComponentResource):
     releases: list[k8s.helm.v3.Release]
     """The Helm releases in install order (empty with istio.install: false)."""
+    gateway_api: list[pulumi.Resource]
+    """gateway.api: gateway-api: the Gateway API CRDs (or their reads), the Service overlay
+    ConfigMap and the Gateway; empty otherwise."""
     namespace: str
     """The namespace of istiod and the ingress gateway."""
 
@@ -35,12 +40,16 @@ class IstioMesh(pulumi.ComponentResource):
         self.namespace = config.istio.namespace
         self.releases = []
         specs = istio_releases(config)
-        control_plane, gateway = specs[:-1], specs[-1:]
+        control_plane = [spec for spec in specs if spec.chart != "gateway"]
+        gateway = [spec for spec in specs if spec.chart == "gateway"]
+        # The Gateway API CRDs go in before istiod, which then starts its Gateway API controller.
+        crds = gateway_api_crds(name, config, args["provider"], self)
         for spec in control_plane:
-            self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:]))
-        gateway_after = list(args["before_gateway"](list(self.releases)))
+            self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:] or crds))
+        gateway_after = list(args["before_gateway"](list(self.releases) + crds))
         for spec in gateway:
             self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:] + gateway_after))
+        self.gateway_api = crds + gateway_api_gateway(name, config, args["provider"], self, self.releases[-1:] + crds + gateway_after)
         self.register_outputs({"namespace": self.namespace, "releases": [r.name for r in self.releases]})
 
     def _release(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from source_ip_edge.config import StackConfig
 from source_ip_edge.render.haproxy_host.haproxy_cfg import render_haproxy_config
+from source_ip_edge.render.haproxy_host.keepalived_conf import render_keepalived_config
 from source_ip_edge.resources.haproxy_host import HAProxyHost
 from source_ip_edge.resources.istio_mesh import IstioMesh
 from source_ip_edge.resources.proxy_protocol import ProxyProtocol
@@ -21,6 +22,8 @@ class SourceIpEdgeArgs(TypedDict):
     """The validated stack configuration."""
     ssh_private_key: pulumi.Input[str]
     """SSH key for the HAProxy hosts (secret)."""
+    vrrp_password: NotRequired[pulumi.Input[str]]
+    """The VRRP password of haproxy.vip (secret); present exactly when the VIP is configured."""
 
 
 class SourceIpEdge(pulumi.ComponentResource):
@@ -60,6 +63,15 @@ class SourceIpEdge(pulumi.ComponentResource):
                     "ssh_private_key": args["ssh_private_key"],
                     "haproxy_config": haproxy_config,
                     "after": [self.mesh, self.proxy_protocol],
+                    **(
+                        {
+                            "vip": config.haproxy.vip,
+                            "keepalived_config": render_keepalived_config(config, host),
+                            "vrrp_password": args["vrrp_password"],
+                        }
+                        if config.haproxy.vip
+                        else {}
+                    ),
                 },
                 pulumi.ResourceOptions(parent=self),
             )

@@ -153,7 +153,7 @@ def _readme_default(key: Key) -> str:
         return f"`{_cell(_flow(key.node['default']))}`"
     if key.required:
         return "required, secret" if key.node.get("writeOnly") else "required"
-    return "unset"
+    return "unset, secret" if key.node.get("writeOnly") else "unset"
 
 
 def _cell(text: str) -> str:

@@ -37,6 +37,8 @@ class Edge:
     stack: object
     host_before: str = ""
     """The host as the lab made it, before any `pulumi up`: packages, haproxy's unit state."""
+    hosts_before: dict[str, str] = field(default_factory=dict)
+    """Each host of the HA pair as the lab made it (pair_host_snapshot), by host name."""
     logs: list[str] = field(default_factory=list)
 
     def collect(self, text: str) -> None:
@@ -63,7 +65,8 @@ def edge():
         # Start with one gateway node; test_config_change adds the second.
         stack.remove_config("source-ip-edge:gateway.nodes[1]", path=True)
         lab = Lab.load(LAB_NAME)
-        yield Edge(lab=lab, stack=stack, host_before=host_snapshot(lab))
+        yield Edge(lab=lab, stack=stack, host_before=host_snapshot(lab),
+                   hosts_before={host.name: pair_host_snapshot(lab, host) for host in lab.hosts})
     finally:
         try:
             if stack is not None:
@@ -85,6 +88,20 @@ HOST_SNAPSHOT = (
 
 def host_snapshot(lab: Lab) -> str:
     result = lab.ssh(HOST_SNAPSHOT)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# What destroy must give back on each host of the pair: packages, both units, their files.
+PAIR_HOST_SNAPSHOT = (
+    "dpkg-query -W -f '${db:Status-Status} ${binary:Package} ${Version}\\n' | grep '^installed ' | sort; "
+    "systemctl is-enabled haproxy keepalived 2>&1 || true; systemctl is-active haproxy keepalived 2>&1 || true; "
+    "ls -la /etc/haproxy /etc/keepalived /var/lib/source-ip-edge 2>&1 || true; ip -o -4 addr show | grep -v ' lo ' || true"
+)
+
+
+def pair_host_snapshot(lab: Lab, host) -> str:
+    result = lab.ssh(PAIR_HOST_SNAPSHOT, address=host.address)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

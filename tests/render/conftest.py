@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The istio.io/istio module whose CRDs (manifests/charts/base/files/crd-all.gen.yaml) we validate
 # against: the same commit gateway-preview/ compiles istiod's generator from.
 ISTIO_MODULE_PATH = "istio.io/istio"
-STACKS = ("dev", "prod")
+STACKS = ("dev", "prod", "gwapi")
 
 
 def istio_module_version() -> str:

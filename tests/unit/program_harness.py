@@ -98,7 +98,8 @@ def unwrap_secret(value: Any) -> tuple[bool, Any]:
 _GENERATED = object()
 
 
-def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED) -> Run:
+def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED, secrets: dict[str, str] | None = None) -> Run:
+    """`secrets`: other secret keys (e.g. vrrpPassword), set as `pulumi config set --secret` would."""
     if ssh_private_key is _GENERATED:
         ssh_private_key = generated_private_key()
     config = {f"source-ip-edge:{key}": json.dumps(value) for key, value in raw_config.items()}
@@ -106,6 +107,9 @@ def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED
     if ssh_private_key is not None:
         config["source-ip-edge:sshPrivateKey"] = ssh_private_key
         secret_keys.append("source-ip-edge:sshPrivateKey")
+    for key, value in (secrets or {}).items():
+        config[f"source-ip-edge:{key}"] = value
+        secret_keys.append(f"source-ip-edge:{key}")
     pulumi.runtime.set_all_config(config, secret_keys)
     run = Run()
     mocks = _Mocks()

@@ -30,8 +30,8 @@ def _with_every_default(raw: Mapping[str, Any], node: Mapping[str, Any]) -> dict
     for name, child in node.get("properties", {}).items():
         if name not in filled and "default" in child:
             filled[name] = copy.deepcopy(child["default"])
-        elif name not in filled and "properties" in child:
-            filled[name] = {}
+        elif name not in filled and "properties" in child and not child.get("required"):
+            filled[name] = {}  # an object with required keys of its own (haproxy.vip) exists only when written
         if name in filled and "properties" in child:
             filled[name] = _with_every_default(filled[name], child)
         if name in filled and "properties" in child.get("items", {}):

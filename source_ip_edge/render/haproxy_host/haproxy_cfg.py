@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from source_ip_edge.config import Frontend, GatewaySettings, HAProxySettings, StackConfig
+from source_ip_edge.config import Frontend, GatewaySettings, HAProxySettings, MetricsSettings, StackConfig, VipSettings
 
 HEALTH_CHECK_PATH = "/healthz/ready"  # the Istio gateway's readiness endpoint on its status port
 # The status listener's only virtual host matches every domain ("*" in Istio's
@@ -25,8 +25,9 @@ def render_haproxy_config(config: StackConfig) -> str:
         _header(config),
         _global(haproxy),
         _defaults(haproxy),
-        *(_frontend(frontend) for frontend in haproxy.frontends),
+        *(_frontend(frontend, haproxy.vip) for frontend in haproxy.frontends),
         *(_backend(frontend, haproxy, config.gateway) for frontend in haproxy.frontends),
+        *([_metrics(haproxy.metrics)] if haproxy.metrics else []),
     ]
     text = "\n".join(sections)
     # The runtime API's `show info` reports `description`: the hosts' apply script reads it to
@@ -85,6 +86,10 @@ def _defaults(haproxy: HAProxySettings) -> str:
         "    mode tcp",
         "    option tcplog",
         "    option dontlognull",
+        # HAProxy always speaks first to the gateway (the PROXY header), so the handshake's last
+        # ACK can ride on that packet: one packet less per connection (make bench: ~1.1x req/s
+        # with a new connection per request, keep-alive unchanged).
+        "    option tcp-smart-connect",
         f"    timeout connect {timeouts.connect}",
         f"    timeout client {timeouts.client}",
         f"    timeout server {timeouts.server}",
@@ -96,11 +101,15 @@ def _defaults(haproxy: HAProxySettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frontend(frontend: Frontend) -> str:
+def _frontend(frontend: Frontend, vip: VipSettings | None) -> str:
     lines = [f"frontend {frontend.name}"]
     for bind in frontend.binds:
         # v6only: an IPv6 bind serves IPv6 only, so ':443' and '[::]:443' can sit side by side.
         suffix = " v6only" if bind.ip is not None and bind.ip.version == 6 else ""
+        if vip is not None and bind.ip == vip.address.ip:
+            # The backup host does not hold the VIP: `transparent` (IP_TRANSPARENT, else
+            # IP_FREEBIND) lets it bind anyway, per socket, with no host-wide ip_nonlocal_bind.
+            suffix += " transparent"
         lines.append(f"    bind {bind.haproxy()}{suffix}")
     lines.append(f"    default_backend {backend_name(frontend)}")
     return "\n".join(lines) + "\n"
@@ -129,3 +138,18 @@ def _backend(frontend: Frontend, haproxy: HAProxySettings, gateway: GatewaySetti
         address = f"[{node}]" if node.version == 6 else str(node)
         lines.append(f"    server node-{node} {address}:{ports[frontend.gateway_port]}")
     return "\n".join(lines) + "\n"
+
+
+def _metrics(metrics: MetricsSettings) -> str:
+    # HAProxy's built-in exporter (Debian's 2.6 is built with it: `haproxy -vv`, "Prometheus
+    # exporter as a service") and the stats page, on a listener of their own.
+    return "\n".join([
+        "frontend metrics",
+        "    mode http",
+        f"    bind {metrics.bind.haproxy()}",
+        "    option dontlog-normal",  # errors only: a scrape every few seconds is not news
+        f"    http-request use-service prometheus-exporter if {{ path {metrics.metrics_path} }}",
+        "    stats enable",
+        f"    stats uri {metrics.stats_path}",
+        "    stats refresh 10s",
+    ]) + "\n"

@@ -1,15 +1,21 @@
 #!/bin/sh
 # shellcheck shell=sh
-# Install: record the host as it is, then install haproxy (and socat, the runtime API's client)
-# with the host's package manager. Nothing when they are there. Run after lib.sh (scripts.py).
+# Install: record the host as it is, then install haproxy (and socat, the runtime API's client),
+# and keepalived when WITH_KEEPALIVED is yes (a VIP), with the host's package manager. Nothing
+# when they are there. Run after lib.sh and keepalived_lib.sh (scripts.py).
 set -eu
 take_host_lock
 record_host_before
+packages="haproxy socat"
+if [ "${WITH_KEEPALIVED:-no}" = yes ]; then
+  record_keepalived_before
+  packages="$packages keepalived"
+fi
 
 missing=""
-for p in haproxy socat; do package_installed "$p" || missing="$missing $p"; done
+for p in $packages; do package_installed "$p" || missing="$missing $p"; done
 if [ -z "$missing" ]; then
-  log "haproxy and socat already installed: $(haproxy -v 2>/dev/null | head -n 1)"
+  log "$packages already installed: $(haproxy -v 2>/dev/null | head -n 1)"
 else
   if command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
@@ -36,7 +42,7 @@ else
     rpm -qa --qf '%{NAME}\n' | sort | comm -13 "$STATE_DIR/packages.before" - >>"$INSTALLED"
     rm -f "$STATE_DIR/packages.before"
   else
-    fail "no apt-get or dnf on this host; install haproxy and socat yourself"
+    fail "no apt-get or dnf on this host; install $packages yourself"
   fi
   log "installed $(haproxy -v 2>/dev/null | head -n 1)"
 fi

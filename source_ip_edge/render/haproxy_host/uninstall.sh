@@ -29,6 +29,6 @@ if [ "$(before record)" = ok ]; then
 else
   log "the record of this host before source-ip-edge is missing or lost: packages left installed"
 fi
-rm -f "$BEFORE" "$INSTALLED" "$START_LOG" "$STATE_DIR/lock"
+rm -f "$BEFORE" "$KA_BEFORE" "$INSTALLED" "$START_LOG" "$STATE_DIR/lock"
 rmdir "$STATE_DIR" 2>/dev/null || true
 log "host forgotten"

@@ -1,0 +1,89 @@
+#!/bin/sh
+# shellcheck shell=sh
+# Apply keepalived.conf (new_keepalived_config and new_check_script, defined by scripts.py), with
+# the care apply.sh takes for haproxy.cfg: staged to a file of this run's own, checked with
+# `keepalived -t`, swapped atomically, reloaded, and "applied" only once keepalived runs the new
+# config (its vrrp_script reports the config's identity); rolled back otherwise.
+# The VRRP password comes on stdin (a secret input of the command, never in its text); the
+# interface is VIP_INTERFACE or the one holding an address in VIP_NETWORK.
+# Run after lib.sh and keepalived_lib.sh; the create command of HAProxyHost's keepalived.
+set -eu
+take_host_lock
+record_keepalived_before
+
+IFS= read -r vrrp_password || true
+[ -n "$vrrp_password" ] || fail "no VRRP password on stdin (the secret source-ip-edge:vrrpPassword)"
+
+if [ -n "$VIP_INTERFACE" ]; then
+  ip link show dev "$VIP_INTERFACE" >/dev/null 2>&1 || fail "haproxy.vip.interface: this host has no interface $VIP_INTERFACE"
+  interface=$VIP_INTERFACE
+else
+  interfaces=$(ip -o -4 addr show to "$VIP_NETWORK" | awk '{print $2}' | sort -u)
+  case "$interfaces" in
+    "") fail "no interface of this host has an address in $VIP_NETWORK (the VIP's subnet); set haproxy.vip.interface" ;;
+    *"
+"*) fail "several interfaces have an address in $VIP_NETWORK: $(echo "$interfaces" | tr '\n' ' '); set haproxy.vip.interface" ;;
+  esac
+  interface=$interfaces
+fi
+
+config_dir=$(dirname "$KEEPALIVED_CONF")
+mkdir -p "$config_dir"
+staging=$(mktemp "$config_dir/.keepalived.conf.source-ip-edge.XXXXXX")
+check_staging=$(mktemp "$(dirname "$CHECK_SCRIPT")/.check.source-ip-edge.XXXXXX")
+trap 'rm -f "$staging" "$check_staging"' EXIT
+chmod 600 "$staging"   # it holds the VRRP password
+
+# keepalived's own definitions ($NAME=value, keepalived.conf(5)) carry what is filled in here;
+# the identity covers them and the rendered text, so a new password is a new config too.
+definitions() {
+  printf '%s (Pulumi): the next lines are filled in on this host; the rest is rendered.\n' "$MARKER"
+  printf '$%s=%s\n' SOURCE_IP_EDGE_INTERFACE "$interface" SOURCE_IP_EDGE_VRRP_PASSWORD "$vrrp_password"
+}
+want=sha256=$({ definitions; new_keepalived_config; } | sha256sum | cut -c1-64)
+{ definitions; printf '$%s=%s\n' SOURCE_IP_EDGE_IDENTITY "$want"; new_keepalived_config; } >"$staging"
+
+new_check_script >"$check_staging"
+chmod 755 "$check_staging"
+if ! cmp -s "$check_staging" "$CHECK_SCRIPT" 2>/dev/null; then
+  mv -f "$check_staging" "$CHECK_SCRIPT"
+  log "installed the HAProxy check $CHECK_SCRIPT"
+fi
+
+if ! check_output=$(keepalived -t -f "$staging" 2>&1); then
+  printf '%s\n' "$check_output" | grep -vF -e "$vrrp_password" >&2 || true
+  fail "keepalived -t rejected the new keepalived.conf; live config and service untouched"
+fi
+log "keepalived -t: new config is valid (VIP $VIP_NETWORK on $interface)"
+
+if [ -e "$KEEPALIVED_CONF" ] && cmp -s "$staging" "$KEEPALIVED_CONF"; then
+  if keepalived_running && [ "$(keepalived_loaded_identity)" = "$want" ]; then
+    log "keepalived.conf unchanged and run by keepalived"
+    exit 0
+  fi
+  log "keepalived.conf is in place but keepalived does not run it: loading it now"
+  swapped=no
+else
+  if [ -e "$KEEPALIVED_CONF" ]; then cp -p "$KEEPALIVED_CONF" "$KA_PREVIOUS"; fi
+  mv -f "$staging" "$KEEPALIVED_CONF"
+  swapped=yes
+  log "swapped in the new keepalived.conf"
+fi
+
+if has_systemd && ! systemctl is-enabled --quiet keepalived 2>/dev/null; then
+  systemctl enable --quiet keepalived
+  log "enabled keepalived.service"
+fi
+keepalived_start_or_reload
+if wait_until_keepalived_runs "$want"; then
+  log "keepalived runs the new config ($want)"
+  exit 0
+fi
+
+if [ "$swapped" = yes ] && [ -e "$KA_PREVIOUS" ]; then
+  cp -p "$KA_PREVIOUS" "$staging"
+  mv -f "$staging" "$KEEPALIVED_CONF"
+  keepalived_start_or_reload || true
+  fail "keepalived did not take the new config within 15 s (see its journal); the previous keepalived.conf is back"
+fi
+fail "keepalived did not take the new config within 15 s (see its journal)"

@@ -1,0 +1,147 @@
+"""The lab layer, HA pair: two real Debian hosts (systemd as PID 1) share a VIP through keepalived,
+converged by `pulumi up` (Automation API). Runs after test_lab_edge.py, whose last test destroys
+the stack: the first test here converges it again.
+
+Failover numbers (requests failed during the switch, time until new connections succeed) are
+printed, not asserted; the tests assert that the VIP moved and that traffic resumed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+from lab.labkit import in_namespace, load_result
+from tests.lab.conftest import STACK_NAME, host_snapshot, pair_host_snapshot
+
+
+def _exactly_one_holder(lab, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while True:
+        holders = lab.vip_holders()
+        if len(holders) == 1 or time.monotonic() >= deadline:
+            return holders
+        time.sleep(0.2)
+
+
+def _counter(metrics: str, family: str, proxy: str) -> float:
+    """One sample of a metric family for one proxy (frontend) from the Prometheus text."""
+    for line in metrics.splitlines():
+        if line.startswith(family + "{") and f'proxy="{proxy}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {family} for proxy {proxy}")
+
+
+def test_up_makes_an_ha_pair_with_exactly_one_vip_holder(edge) -> None:
+    result = edge.stack.up(color="never", on_output=edge.collect)
+    assert result.summary.result == "succeeded"
+    lab = edge.lab
+    assert len(lab.hosts) == 2
+    for host in lab.hosts:
+        assert lab.ssh("cat /proc/1/comm", address=host.address).stdout.strip() == "systemd"
+        assert lab.units_active(host, "haproxy", "keepalived") == ["active", "active"], host
+    # Both start as BACKUP with nopreempt: whichever keepalived started first may hold it.
+    holders = _exactly_one_holder(lab)
+    assert len(holders) == 1, holders
+    outputs = result.outputs
+    assert outputs["vip"].value["address"] == lab.vip
+    for visitor in lab.visitors:
+        assert lab.seen_by_gateway(visitor, "http") == visitor.address
+
+
+def test_a_converged_pair_runs_nothing_on_either_host(edge) -> None:
+    logins = edge.sshd_logins()
+    result = edge.stack.up(color="never", on_output=edge.collect, expect_no_changes=True)
+    assert set(result.summary.resource_changes or {}) == {"same"}
+    assert edge.sshd_logins() == logins
+
+
+def test_metrics_answer_with_haproxy_families_and_count_the_labs_traffic(edge) -> None:
+    lab = edge.lab
+    holder = _exactly_one_holder(lab)[0]
+    before = lab.metrics(holder)
+    for family in ("haproxy_process_", "haproxy_frontend_connections_total", "haproxy_backend_", "haproxy_server_"):
+        assert family in before, family
+    connections = _counter(before, "haproxy_frontend_connections_total", "http")
+    visitor = next(v for v in lab.visitors if v.target == lab.vip)
+    for _ in range(5):
+        assert lab.seen_by_gateway(visitor, "http") == visitor.address
+    after = lab.metrics(holder)
+    assert _counter(after, "haproxy_frontend_connections_total", "http") >= connections + 5
+    stats = lab.metrics(holder, path="/stats;csv")
+    assert stats.startswith("# pxname,svname") and "gateway_http" in stats
+    # Loopback only: the metrics listener does not answer on the host's own address.
+    result = in_namespace(visitor.namespace, ["curl", "-s", "--max-time", "2", f"http://{lab.vip}:8404/metrics"], timeout=10)
+    assert result.returncode != 0
+
+
+def _failover(edge, action: str, restore: str) -> dict:
+    """Bounded load through the VIP; `action` on the holder; returns the numbers."""
+    lab = edge.lab
+    holder = _exactly_one_holder(lab)[0]
+    visitor = next(v for v in lab.visitors if v.target == lab.vip)
+    load = lab.start_load(visitor, "http", seconds=20, max_requests=100_000, concurrency=3)
+    try:
+        time.sleep(3)
+        acted = time.monotonic()
+        assert lab.ssh(action, address=holder.address).returncode == 0
+        moved = None
+        while time.monotonic() - acted < 15:
+            holders = lab.vip_holders()
+            if holders and holder not in holders:
+                moved = time.monotonic() - acted
+                break
+            time.sleep(0.05)
+        # Time until a new connection through the VIP succeeds again.
+        recovered = None
+        while time.monotonic() - acted < 20:
+            if lab.seen_by_gateway(visitor, "http") == visitor.address:
+                recovered = time.monotonic() - acted
+                break
+            time.sleep(0.1)
+    finally:
+        counts = load_result(load, timeout=60)
+        lab.ssh(restore, address=holder.address)
+    new_holders = lab.vip_holders()
+    return {"from": holder.name, "to": [h.name for h in new_holders], "vip_moved_s": moved,
+            "new_connections_ok_after_s": recovered, "load": counts}
+
+
+def test_stopping_haproxy_on_the_holder_moves_the_vip_and_traffic_resumes(edge) -> None:
+    numbers = _failover(edge, "systemctl stop haproxy", "systemctl start haproxy")
+    print(f"failover (haproxy stopped on the VIP holder): {numbers}")
+    assert numbers["vip_moved_s"] is not None, numbers
+    assert numbers["new_connections_ok_after_s"] is not None, numbers
+    assert numbers["to"] and numbers["from"] not in numbers["to"], numbers
+    assert numbers["load"]["ok"] > 0, numbers
+    # nopreempt: the host whose haproxy is back does not take the VIP back.
+    time.sleep(4)
+    assert [h.name for h in _exactly_one_holder(edge.lab)] == numbers["to"]
+    for host in edge.lab.hosts:
+        assert edge.lab.units_active(host, "haproxy", "keepalived") == ["active", "active"]
+
+
+def test_vrrp_password_appears_nowhere_in_plain_text(edge) -> None:
+    password = edge.lab.vrrp_password_file.read_text().strip()
+    assert len(password) == 8
+    texts = {"logs of the runs": "\n".join(edge.logs)}
+    texts["exported state"] = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=edge.lab.dir.parent.parent,
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout
+    texts["outputs"] = str({k: v.value for k, v in edge.stack.outputs().items()})
+    texts["Pulumi.lab-test.yaml"] = (edge.lab.dir.parent.parent / f"Pulumi.{STACK_NAME}.yaml").read_text()
+    # The keepalived commands' stdin is a secret: encrypted in the state, their text readable.
+    assert re.search(r'"stdin":\s*\{\s*"4dabf18193072939515e22adb298388d"', texts["exported state"])
+    assert "keepalived_apply.sh" in texts["exported state"]
+    for where, text in texts.items():
+        assert password not in text, f"the VRRP password appears in plain text in {where}"
+
+
+def test_destroy_returns_both_hosts_to_what_they_were(edge) -> None:
+    edge.stack.destroy(color="never", on_output=edge.collect)
+    for host in edge.lab.hosts:
+        assert pair_host_snapshot(edge.lab, host) == edge.hosts_before[host.name], host.name
+    assert edge.lab.vip_holders() == []
+    assert host_snapshot(edge.lab) == edge.host_before

@@ -1,0 +1,77 @@
+"""The bench's pure parts (lab/bench/): wrk's report read right, the rendered haproxy.cfg changed
+only where a namespace run needs it, tuning lines put in the right section, generated CIDR lists."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from lab.bench import access_scale, datapath
+from lab.bench.figures import duration_ms, median, parse_wrk, summarize, table
+
+WRK_REPORT = """\
+Running 5s test @ http://203.0.113.110/
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   512.30us    1.02ms  31.20ms   97.12%
+    Req/Sec    61.23k     3.10k   66.01k    74.00%
+  Latency Distribution
+     50%  402.00us
+     75%  511.00us
+     90%  702.00us
+     99%    4.21ms
+  304652 requests in 5.00s, 47.07MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:  60929.44
+Transfer/sec:      9.41MB
+"""
+
+
+def test_wrk_report_gives_rate_percentiles_and_every_error():
+    figures = parse_wrk(WRK_REPORT)
+    assert figures == {"rps": 60929.44, "p50": 0.402, "p99": 4.21, "requests": 304652, "errors": 5, "non_2xx": 7}
+
+
+def test_a_wrk_report_without_percentiles_is_refused():
+    with pytest.raises(ValueError, match="p50"):
+        parse_wrk(WRK_REPORT.replace("50%", "51%"))
+
+
+@pytest.mark.parametrize("text, ms", [("812.00us", 0.812), ("1.5ms", 1.5), ("2.00s", 2000.0)])
+def test_wrk_durations_in_milliseconds(text, ms):
+    assert duration_ms(text) == pytest.approx(ms)
+
+
+def test_summary_is_the_median_of_the_runs_and_counts_every_error():
+    runs = [dict(parse_wrk(WRK_REPORT), rps=r) for r in (10.0, 30.0, 20.0)]
+    summary = summarize(runs)
+    assert summary["rps"] == 20.0 and summary["errors"] == 3 * 12 and len(summary["runs"]) == 3
+    assert median([3, 1, 2]) == 2
+
+
+def test_table_aligns_columns():
+    text = table(("a", "bb"), [[1234567, None], ["x", 0.5]])
+    assert text.splitlines() == ["a          bb", "---------  ----", "1,234,567  -", "x          0.50"]
+
+
+def test_namespace_run_changes_only_the_runtime_api_socket(tmp_path):
+    rendered = datapath.rendered_config()
+    adapted = datapath.for_namespace(rendered, tmp_path)
+    changed = [(a, b) for a, b in zip(rendered.splitlines(), adapted.splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0][1].strip().startswith(f"stats socket {tmp_path}/")
+    assert "chroot /var/lib/haproxy" in adapted and "send-proxy-v2" in adapted
+
+
+def test_a_tuning_variant_adds_its_lines_to_its_own_section():
+    text = datapath.variant_config(datapath.rendered_config(), "splice-auto")
+    defaults = text.split("\ndefaults\n", 1)[1].split("\n\n", 1)[0]
+    assert "    option splice-auto" in defaults.splitlines()
+    assert text.count("option splice-auto") == 1
+
+
+def test_access_scale_lists_are_distinct_valid_and_repeatable():
+    cidrs = access_scale.cidrs(500)
+    assert len(set(cidrs)) == 500 and cidrs == access_scale.cidrs(500)
+    assert all(ipaddress.ip_network(c).subnet_of(access_scale.POOL) for c in cidrs)

@@ -1,0 +1,58 @@
+"""The keepalived commands as text (render/haproxy_host/keepalived_*.sh via scripts.py); the lab
+runs them on real Debian hosts with systemd (tests/lab/test_lab_ha.py)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from source_ip_edge.render.haproxy_host.scripts import (
+    SCRIPTS_DIR,
+    install_script,
+    keepalived_apply_script,
+    keepalived_restore_script,
+    uninstall_script,
+)
+
+CONFIG = "global_defs {\n    router_id edge-1\n}\n"
+
+
+def _apply() -> str:
+    return keepalived_apply_script(CONFIG, "203.0.113.0/24", None)
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_keepalived_commands_parse(shell: str) -> None:
+    for script in (_apply(), keepalived_restore_script(), install_script(with_keepalived=True)):
+        result = subprocess.run([shell, "-n"], input=script, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_keepalived_commands_carry_both_libraries_verbatim_and_stop_at_the_first_error() -> None:
+    for script, name in ((_apply(), "keepalived_apply.sh"), (keepalived_restore_script(), "keepalived_restore.sh")):
+        assert script.startswith("set -eu\n") and f"source-ip-edge {name}" in script
+        for part in ("lib.sh", "keepalived_lib.sh", name):
+            assert (SCRIPTS_DIR / part).read_text() in script
+    assert (SCRIPTS_DIR / "keepalived_lib.sh").read_text() in uninstall_script()
+
+
+def test_apply_carries_the_config_and_the_check_script_byte_for_byte() -> None:
+    script = _apply()
+    assert CONFIG in script and (SCRIPTS_DIR / "check_haproxy.sh").read_text() in script
+    assert "VIP_NETWORK=203.0.113.0/24\nVIP_INTERFACE=''\n" in script
+
+
+def test_interface_is_quoted() -> None:
+    assert "VIP_INTERFACE='eth 0'" in keepalived_apply_script(CONFIG, "203.0.113.0/24", "eth 0")
+
+
+def test_the_password_comes_on_stdin_never_from_an_argument() -> None:
+    apply_text = (SCRIPTS_DIR / "keepalived_apply.sh").read_text()
+    assert "IFS= read -r vrrp_password" in apply_text
+    assert "chmod 600 \"$staging\"" in apply_text, "the live file holds the password: root only"
+
+
+def test_install_adds_keepalived_only_for_a_vip() -> None:
+    assert "WITH_KEEPALIVED=yes\n" in install_script(with_keepalived=True)
+    assert "WITH_KEEPALIVED=yes" not in install_script()
