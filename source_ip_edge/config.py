@@ -229,6 +229,33 @@ class AccessSettings:
     trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     """Direct peers (HAProxy egress addresses) allowed to reach the gateway; empty: no lock."""
 
+    @property
+    def allow_blocks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The allow list as the policy carries it: adjacent and overlapping networks merged."""
+        return collapse_networks(self.allow)
+
+    @property
+    def deny_blocks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The deny list as the policy carries it, merged on its own (never with the allow list)."""
+        return collapse_networks(self.deny)
+
+
+# One AuthorizationPolicy is one etcd write, which etcd refuses over 1.5 MiB by default
+# (--max-request-bytes=1572864); the CIDR list gets 1 MiB, the rest is the object around it.
+MAX_POLICY_CIDR_BYTES = 1024 * 1024
+
+
+def collapse_networks(
+    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Fewer, equivalent networks (ipaddress.collapse_addresses), IPv4 first, each version sorted."""
+    networks = list(networks)
+    return tuple(
+        net
+        for version in (4, 6)
+        for net in ipaddress.collapse_addresses(n for n in networks if n.version == version)
+    )
+
 
 @dataclass(frozen=True)
 class KubernetesSettings:
@@ -691,6 +718,14 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
     for i, network in enumerate(allow):
         if network in denied:
             raise ConfigError(f"access.allow[{i}]", f"{network} is also in access.deny; DENY wins, so remove one")
+    for key, blocks in (("access.allow", collapse_networks(allow)), ("access.deny", collapse_networks(deny))):
+        size = sum(len(str(net)) + 3 for net in blocks)  # as JSON: the quoted string and a comma
+        if size > MAX_POLICY_CIDR_BYTES:
+            raise ConfigError(
+                key,
+                f"{len(blocks)} networks after merging ({size} bytes) exceed what one AuthorizationPolicy "
+                f"can hold ({MAX_POLICY_CIDR_BYTES} bytes; etcd's request limit): use fewer, wider networks",
+            )
     if peers and gateway.external_traffic_policy != "Local":
         # With Cluster, kube-proxy SNATs: the gateway's direct peer is a node, not HAProxy.
         raise ConfigError(

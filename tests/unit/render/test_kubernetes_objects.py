@@ -221,3 +221,18 @@ def test_trusted_peers_lock_in_native_mode_covers_every_port_of_the_gateway_serv
     # The native field parses PROXY on every listener, so every port the Service exposes is forgeable.
     tls_only_native = make_config(_with_peers("203.0.113.10/32", frontends=TLS_ONLY, native=True))
     assert _lock_ports(tls_only_native) == [80, 443]
+
+
+def _remote_ip_blocks(config, suffix: str) -> list[str]:
+    policy = next(p for p in authorization_policies(config) if p["metadata"]["name"].endswith(suffix))
+    return policy["spec"]["rules"][0]["from"][0]["source"]["remoteIpBlocks"]
+
+
+def test_adjacent_and_overlapping_networks_are_merged_allow_and_deny_separately():
+    config = make_config(lambda r: r.update(access={
+        "allow": ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32", "2001:db8::/33", "2001:db8:8000::/33"],
+        "deny": ["203.0.113.0/25", "203.0.113.128/26", "203.0.113.192/26", "198.51.100.66/32"],
+    }))
+    assert _remote_ip_blocks(config, "allow") == ["198.51.100.0/24", "2001:db8::/32"]
+    # Never merged with the allow list: 198.51.100.66 stays a DENY inside an allowed /24.
+    assert _remote_ip_blocks(config, "deny") == ["198.51.100.66/32", "203.0.113.0/24"]
