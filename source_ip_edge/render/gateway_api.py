@@ -65,6 +65,16 @@ def workload_attachment(config: StackConfig, selector_key: str) -> dict[str, Any
     return {selector_key: {"labels": labels} if selector_key == "workloadSelector" else {"matchLabels": labels}}
 
 
+def gateway_envoy_filter(config: StackConfig, name: str, patches: list[dict[str, Any]]) -> dict[str, Any]:
+    """An EnvoyFilter of ours on the gateway, attached the way this gateway kind wants."""
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {"name": name, "namespace": config.istio.namespace},
+        "spec": {**workload_attachment(config, "workloadSelector"), "configPatches": patches},
+    }
+
+
 def parameters_name(config: StackConfig) -> str:
     return f"{config.istio.gateway_name}-gateway-parameters"
 

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from source_ip_edge.config import NATIVE_PROXY_PROTOCOL_SINCE, StackConfig
-from source_ip_edge.render.gateway_api import workload_attachment
+from source_ip_edge.render.gateway_api import gateway_envoy_filter
 
 PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
@@ -76,15 +76,7 @@ def envoy_filter(config: StackConfig) -> dict[str, Any] | None:
         # for clients that send no header.
         for port in listener_ports(config)
     ]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": {"name": envoy_filter_name(config), "namespace": config.istio.namespace},
-        "spec": {
-            **workload_attachment(config, "workloadSelector"),
-            "configPatches": patches,
-        },
-    }
+    return gateway_envoy_filter(config, envoy_filter_name(config), patches)
 
 
 def gateway_topology(config: StackConfig) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from source_ip_edge.config import StackConfig
-from source_ip_edge.render.gateway_api import workload_attachment
+from source_ip_edge.render.gateway_api import gateway_envoy_filter, workload_attachment
 from source_ip_edge.render.proxy_protocol import exposed_proxy_listener_ports
 
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
@@ -86,15 +86,7 @@ def trusted_peer_filter(config: StackConfig) -> dict[str, Any] | None:
         }
         for port in exposed_proxy_listener_ports(config)
     ]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": {"name": trusted_peer_filter_name(config), "namespace": config.istio.namespace},
-        "spec": {
-            **workload_attachment(config, "workloadSelector"),
-            "configPatches": patches,
-        },
-    }
+    return gateway_envoy_filter(config, trusted_peer_filter_name(config), patches)
 
 
 def _policy(config: StackConfig, suffix: str, action: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
