@@ -138,3 +138,32 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
             time.sleep(1)
     _assert_visitors_arrive(edge)
     assert set(_up(edge).summary.resource_changes or {}) == {"same"}
+
+
+def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> None:
+    lab, host = edge.lab, edge.lab.hosts[0]
+    before = _configs(edge)
+    running = lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
+                      address=host.address).stdout
+    # /etc/haproxy on a full 1 MiB tmpfs holding the same files: the staging copy cannot be written.
+    fill = ("cp -a /etc/haproxy /run/lab-haproxy-etc && mount -t tmpfs -o size=1m tmpfs /etc/haproxy"
+            " && cp -a /run/lab-haproxy-etc/. /etc/haproxy/ && { dd if=/dev/zero of=/etc/haproxy/.fill bs=4k 2>/dev/null || true; }")
+    assert lab.ssh(fill, address=host.address).returncode == 0
+    edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
+    try:
+        try:
+            _up(edge)
+            raise AssertionError("an apply on a full disk succeeded")
+        except auto.CommandError as error:
+            assert "No space left" in str(error), str(error)[-2000:]
+        assert _configs(edge)[0] == before[0], "the live config is untouched"
+        assert lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
+                       address=host.address).stdout == running, "and still the one running"
+        _assert_visitors_arrive(edge)
+    finally:
+        lab.ssh("umount /etc/haproxy; rm -rf /run/lab-haproxy-etc", address=host.address)
+    result = _up(edge)  # the next up converges once there is room
+    assert result.summary.result == "succeeded"
+    assert all("balance first" in config for config in _configs(edge))
+    edge.stack.remove_config("source-ip-edge:haproxy.balance", path=True)
+    assert _up(edge).summary.result == "succeeded"
