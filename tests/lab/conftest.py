@@ -117,16 +117,30 @@ def pair_host_snapshot(lab: Lab, host) -> str:
 
 # Istio's base chart marks its CRDs `helm.sh/resource-policy: keep`, so `helm uninstall` (the
 # Release's delete) leaves them, as Istio documents; deleting them would delete every Istio object
-# of the cluster, other users' too. Everything else the stack made must be gone after destroy.
-KEPT_BY_HELM = re.compile(r"^apiextensions\.k8s\.io/v1 CustomResourceDefinition /[a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$")
+# of the cluster, other users' too. The API server keeps an APIService per CRD group version.
+KEPT_BY_HELM = re.compile(
+    r"^apiextensions\.k8s\.io/v1 CustomResourceDefinition /[a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
+    r"|^apiregistration\.k8s\.io/v1 APIService /v[0-9a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
+)
+# What the running istiod wrote itself, which no chart and no stack object owns, so Helm and Pulumi
+# do not know it: its self-signed CA, the root certificate and CRL it distributes to every
+# namespace, its leader-election and IP-allocation ConfigMaps. Istio's uninstall guide removes
+# them with the istio-system namespace (which the lab made before the stack, as a cluster may have).
+WRITTEN_BY_ISTIOD = re.compile(
+    r"^v1 ConfigMap [a-z0-9-]+/istio-ca-(root-cert|crl)$"
+    r"|^v1 ConfigMap istio-system/(istio-leader|istio-namespace-controller-election|istio-ip-autoallocate)$"
+    r"|^v1 Secret istio-system/istio-ca-secret$"
+)
 
 
-def cluster_left_after_destroy(edge: Edge) -> tuple[set[str], set[str]]:
+def cluster_left_after_destroy(edge: Edge) -> tuple[set[str], set[str], set[str]]:
     """What the lab's API server holds after a destroy that it did not hold before any `pulumi up`:
-    (Istio's CRDs, which Helm keeps on purpose; everything else, which must be empty)."""
+    (Istio's CRDs, which Helm keeps on purpose; what istiod wrote itself; everything else, which
+    must be empty)."""
     added = edge.lab.cluster_objects() - edge.cluster_before
     kept = {obj for obj in added if KEPT_BY_HELM.match(obj)}
-    return kept, added - kept
+    by_istiod = {obj for obj in added if WRITTEN_BY_ISTIOD.match(obj)}
+    return kept, by_istiod, added - kept - by_istiod
 
 
 def backend_files(stack_name: str) -> list[Path]:

@@ -80,7 +80,7 @@ def test_state_holds_three_awaited_helm_releases_and_our_istio_objects_in_the_re
     filters = [r for r in resources if r["type"] == ENVOY_FILTER]
     policies = [r for r in resources if r["type"] == AUTHORIZATION_POLICY]
     assert "istio-ingressgateway-proxy-protocol" in {r["outputs"]["metadata"]["name"] for r in filters}
-    assert {r["outputs"]["metadata"]["name"] for r in policies} == {"istio-ingressgateway-allow", "istio-ingressgateway-deny"}
+    assert {r["outputs"]["metadata"]["name"] for r in policies} == {"istio-ingressgateway-source-ip-allow", "istio-ingressgateway-source-ip-deny"}
     # Applied to the lab's API server, not rendered to a folder.
     providers = [r for r in resources if r["type"] == "pulumi:providers:kubernetes"]
     assert providers and not any(p["inputs"].get("renderYamlToDirectory") for p in providers)
@@ -359,8 +359,11 @@ def test_destroy_puts_the_host_back_exactly_as_it_was(edge) -> None:
 
 def test_destroy_leaves_the_api_server_as_before_apart_from_istios_kept_crds(edge) -> None:
     # Runs after the destroy above. Istio's base chart keeps its CRDs (helm.sh/resource-policy:
-    # keep); every other object the stack, its charts and istiod made is gone.
-    kept, left = cluster_left_after_destroy(edge)
+    # keep), and what istiod wrote itself while it ran is no chart's and no stack's object
+    # (conftest.WRITTEN_BY_ISTIOD); every object the stack and its charts made is gone.
+    kept, by_istiod, left = cluster_left_after_destroy(edge)
+    print(f"after destroy: {len(kept)} kept by Helm (Istio's CRDs and their APIServices), "
+          f"{len(by_istiod)} written by istiod: {sorted(by_istiod)}")
     assert left == set(), f"left in the API server after destroy: {sorted(left)}"
     assert any("envoyfilters.networking.istio.io" in obj for obj in kept), sorted(kept)
     assert edge.lab.kube_json("validatingwebhookconfigurations,mutatingwebhookconfigurations")["items"] == []

@@ -146,4 +146,4 @@ def test_destroy_returns_both_hosts_to_what_they_were(edge) -> None:
     assert edge.lab.vip_holders() == []
     assert host_snapshot(edge.lab) == edge.host_before
     # A second install over the CRDs the first kept, then a second destroy: the same clean state.
-    assert cluster_left_after_destroy(edge)[1] == set()
+    assert cluster_left_after_destroy(edge)[2] == set()
