@@ -33,6 +33,14 @@ HOST2_ROOT=$LAB_DIR/root2
 HOST2_PID_FILE=$LAB_DIR/host2.pid
 HOST2_CGROUPS_FILE=$LAB_DIR/host2.cgroups
 PID_DIR=$LAB_DIR/pids             # every other process the lab started
+# The lab's Kubernetes control plane (lab/control-plane.sh) and the kubeconfig that reaches it from
+# the root namespace: what the lab stack's kubernetes provider uses (KUBECONFIG, lab/stack.sh).
+LAB_CP_DIR=$LAB_DIR/control-plane
+LAB_KUBECONFIG=$LAB_CP_DIR/kubeconfig
+# What the control plane runs, from the toolchain (make toolchain-env puts them on PATH): binaries
+# kwokctl runs; istioctl renders Istio's charts, kubectl applies them, pilot-discovery is istiod;
+# helm packages the charts for the lab's chart repository, go finds the module holding them.
+CP_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwokctl kubectl istioctl pilot-discovery helm go"
 # Plain files that users and tests read (lab.json, the rendered Kubernetes YAML); nothing live.
 LAB_OUT=$LAB_REPO/build/$LAB_NAME
 

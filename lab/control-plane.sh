@@ -10,6 +10,7 @@
 #
 #   lab/control-plane.sh up     start it (idempotent); needs the toolchain on PATH (make toolchain-env)
 #   lab/control-plane.sh down   stop every process it started (by pid), remove its namespace and files
+#   lab/control-plane.sh status exit 0 if it is up (every process it started runs), 1 if not
 #
 # Everything runs in a network namespace of its own ($CP_NS), linked to the root namespace by one
 # veth: its fixed ports (6443, istiod's 15010/15012/15014/15017/8080, the chart repository's 8879)
@@ -19,7 +20,7 @@
 # CP_DIR, CP_NS and CP_NET may be set to run a second instance (tests/lab/test_control_plane.py).
 source "$(dirname "$0")/common.sh"
 
-CP_DIR=${CP_DIR:-$LAB_DIR/control-plane}
+CP_DIR=${CP_DIR:-$LAB_CP_DIR}
 CP_NS=${CP_NS:-$NS_PREFIX-cp}
 case "$LAB_NAME" in   # 198.18.0.0/15: the benchmarking range (RFC 2544), used nowhere else in the lab
   lab)      CP_NET=${CP_NET:-198.18.10} ;;
@@ -40,9 +41,6 @@ ISTIO_NAMESPACE=istio-system
 POD_CIDR=10.0.0.0/24        # where kwok takes pod IPs from (its default)
 SERVICE_CIDR=10.96.0.0/16   # kube-apiserver's default would overlap the pod range
 CHARTS_PORT=8879            # the chart repository (Istio's charts, packaged here)
-# Binaries kwokctl runs; istioctl renders Istio's charts, kubectl applies them, pilot-discovery is
-# istiod; helm packages the charts for the lab's chart repository, go finds the module holding them.
-CP_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwokctl kubectl istioctl pilot-discovery helm go"
 
 cp_log() { log "control plane: $*"; }
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
@@ -282,6 +280,7 @@ YAML
   "namespace": "$CP_NS",
   "address": "$CP_ADDR",
   "kubeconfig": "$CP_DIR/kubeconfig",
+  "context": "$(kubectl --kubeconfig "$CP_DIR/kubeconfig" config current-context)",
   "server": "https://$CP_ADDR:$APISERVER_PORT",
   "kwokWorkdir": "$KWOK_WORKDIR",
   "istio": "$CP_ISTIO",
@@ -299,6 +298,7 @@ JSON
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  status) is_up ;;
   bridge) bridge ;;   # internal: run by `up` in the background, with $CP_DIR on its command line
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

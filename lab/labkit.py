@@ -16,6 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 LOAD_SCRIPT = Path(__file__).resolve().with_name("load.py")
 
 
+# What a Kubernetes cluster creates and removes by itself, whatever is installed: left out when the
+# lab's API server is compared before and after a stack (Lab.cluster_objects).
+CLUSTER_CHURN = {"events", "events.events.k8s.io", "leases.coordination.k8s.io"}
+
+
 @dataclass(frozen=True)
 class Visitor:
     name: str
@@ -60,6 +65,12 @@ class Lab:
     vip: str | None = None
     """The address the pair shares (keepalived), which the visitors' IPv4 requests go to."""
     vrrp_password_file: Path | None = None
+    kubeconfig: Path | None = None
+    """The lab's Kubernetes API server, from the root namespace (lab/control-plane.sh)."""
+    control_plane: Path | None = None
+    """The control plane's control-plane.json: its API server, istiod, chart repository."""
+    gateway_service: dict | None = None
+    """The gateway Service the stack installs: namespace, name and the NodePorts its config pins."""
 
     @classmethod
     def load(cls, name: str = "lab") -> "Lab":
@@ -82,7 +93,37 @@ class Lab:
             ),
             vip=raw.get("vip"),
             vrrp_password_file=Path(raw["vrrpPasswordFile"]) if raw.get("vrrpPasswordFile") else None,
+            kubeconfig=Path(raw["kubeconfig"]) if raw.get("kubeconfig") else None,
+            control_plane=Path(raw["controlPlane"]) if raw.get("controlPlane") else None,
+            gateway_service=raw.get("gatewayService"),
         )
+
+    def kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The toolchain's kubectl against the lab's API server."""
+        if self.kubeconfig is None:
+            raise RuntimeError(f"lab {self.name} has no control plane (no kubeconfig in lab.json)")
+        return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), "--request-timeout=20s", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def cluster_objects(self) -> set[str]:
+        """Every object the lab's API server holds, as `apiVersion Kind namespace/name`, apart from
+        what a cluster churns by itself whatever is installed (events, leases)."""
+        listed = self.kubectl("api-resources", "--verbs=list", "-o", "name")
+        if listed.returncode != 0:
+            raise RuntimeError(f"kubectl api-resources: {listed.stderr.strip()}")
+        resources = [r for r in listed.stdout.split() if r not in CLUSTER_CHURN]
+        each = '{range .items[*]}{.apiVersion} {.kind} {.metadata.namespace}/{.metadata.name}{"\\n"}{end}'
+        result = self.kubectl("get", ",".join(resources), "--all-namespaces", "-o", f"jsonpath={each}")
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl get (every resource): {result.stderr.strip()}")
+        return {line for line in result.stdout.splitlines() if line}
+
+    def kube_json(self, *args: str) -> dict:
+        """`kubectl get ... -o json` against the lab's API server, parsed; raises if kubectl fails."""
+        result = self.kubectl("get", *args, "-o", "json")
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl get {' '.join(args)}: {result.stderr.strip()}")
+        return json.loads(result.stdout)
 
     def host_path(self, path: str) -> Path:
         """A file of the HAProxy host as the host sees it, read from this machine.

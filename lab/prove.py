@@ -1,9 +1,13 @@
 """Proves the lab's edge: each visitor's address arrives at the gateway stand-in, over HTTP and HTTPS,
-through the VIP of the HA pair; and which host holds the VIP, with haproxy and keepalived active on both.
+through the VIP of the HA pair; which host holds the VIP, with haproxy and keepalived active on both;
+and that the gateway Service the stack installed in the lab's API server has the NodePorts the
+config pins (HAProxy sends to those ports on the nodes, so a port Kubernetes picked would be a
+dead backend on a real cluster).
 
-Prints one row per HAProxy host and one per visitor address; exits non-zero if a unit is not active,
-if not exactly one host holds the VIP, or if any address does not match.
-Usage: python -m lab.prove [LAB_NAME]
+Prints one row per HAProxy host, one per gateway Service port and one per visitor address; exits
+non-zero if a unit is not active, if not exactly one host holds the VIP, if a NodePort differs from
+the pinned one, or if any address does not match.
+Usage: python -m lab.prove [LAB_NAME]   (kubectl of the toolchain on PATH)
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 import time
 
 from lab.labkit import Lab
+from source_ip_edge.config import GATEWAY_SERVICE_PORTS
 
 
 def _table(header: tuple, rows: list[tuple]) -> None:
@@ -40,9 +45,44 @@ def hosts_proof(lab: Lab) -> int:
     return problems
 
 
+def node_port_rows(ports: list[dict], pinned: dict[str, int]) -> tuple[list[tuple], list[str]]:
+    """The gateway Service's ports (its spec.ports) against the pinned NodePorts by role (http, https,
+    status; a role is known by its Service port, GATEWAY_SERVICE_PORTS): one row per port, and the
+    problems: a NodePort that differs, or a pinned role the Service has no port for."""
+    role_of = {port: role for role, port in GATEWAY_SERVICE_PORTS.items()}
+    rows, problems = [], []
+    for port in ports:
+        role = role_of.get(port["port"])
+        want = pinned.get(role)
+        match = want is not None and port.get("nodePort") == want
+        rows.append((port.get("name", ""), port["port"], port.get("targetPort"), port.get("nodePort"), want,
+                     "yes" if match else "NO"))
+        if not match:
+            problems.append(f"port {port['port']} ({role or 'not ours'}) has NodePort {port.get('nodePort')}, pinned {want}")
+    for role in sorted(set(pinned) - {role_of.get(p["port"]) for p in ports}):
+        problems.append(f"no port for {role} (pinned NodePort {pinned[role]})")
+    return rows, problems
+
+
+def node_ports_proof(lab: Lab) -> int:
+    """The gateway Service in the lab's API server: its NodePorts against the pinned ones."""
+    service = lab.gateway_service
+    found = lab.kube_json("service", "-n", service["namespace"], service["name"])
+    rows, problems = node_port_rows(found["spec"]["ports"], service["nodePorts"])
+    print(f"gateway Service {service['namespace']}/{service['name']} ({found['spec']['type']}, "
+          f"externalTrafficPolicy {found['spec'].get('externalTrafficPolicy')}) in the lab's API server:")
+    _table(("port", "service port", "target port", "NodePort", "pinned", "match"), rows)
+    for problem in problems:
+        print(f"gateway Service: {problem}", file=sys.stderr)
+    return len(problems)
+
+
 def main(name: str) -> int:
     lab = Lab.load(name)
     problems = hosts_proof(lab) if lab.hosts else 0
+    if lab.gateway_service:
+        print()
+        problems += node_ports_proof(lab)
     print()
     rows = []
     for visitor in lab.visitors:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The lab stack's Pulumi steps, with the toolchain's `pulumi` on PATH and its
-# environment (PULUMI_BACKEND_URL=file://..., PULUMI_CONFIG_PASSPHRASE, ...).
+# environment (PULUMI_BACKEND_URL=file://..., PULUMI_CONFIG_PASSPHRASE, ...), and KUBECONFIG
+# set to the lab's control plane (the kubernetes provider reads it; the stack names its context).
 #   lab/stack.sh prepare   create the stack, set the SSH key and VRRP password secrets (new lab: forget the old hosts)
 #   lab/stack.sh up        prepare, then `pulumi up --yes`
 #   lab/stack.sh destroy   `pulumi destroy --yes`, then remove the stack
 source "$(dirname "$0")/common.sh"
 cd "$LAB_REPO"
 STACK=$LAB_NAME
+export KUBECONFIG=$LAB_KUBECONFIG
 
 stack_exists() { pulumi stack ls --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if any(s["name"].split("/")[-1] == sys.argv[1] for s in json.load(sys.stdin)) else 1)' "$STACK"; }
 

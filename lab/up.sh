@@ -2,9 +2,11 @@
 # Brings up the local lab (idempotent): network namespaces, two Debian HAProxy hosts booted
 # with systemd as PID 1 (systemd-nspawn), reached over real SSH, which the stack makes an HA
 # pair sharing a VIP; two PROXY-protocol gateway stand-ins (nginx), visitors, a local apt
-# repository, and the lab stack's Pulumi.<LAB_NAME>.yaml. Live state goes to $LAB_DIR (under
-# /run, never in the checkout); only plain files a user reads (lab.json, rendered YAML) go to
-# build/<LAB_NAME>.
+# repository, the Kubernetes control plane the stack installs Istio into (lab/control-plane.sh
+# with CP_ISTIO=stack: it needs the toolchain on PATH, `eval "$(make -s toolchain-env)"`), and
+# the lab stack's Pulumi.<LAB_NAME>.yaml. Live state goes to $LAB_DIR (under /run, never in the
+# checkout); only plain files a user reads (lab.json, the objects make lab-validate exports) go
+# to build/<LAB_NAME>.
 #
 #   visitors 198.51.100.7 (+2001:db8:100::7), 198.51.100.8 ─┐   (to the VIP 203.0.113.100)
 #   HAProxy hosts 203.0.113.10 (+2001:db8:113::10), .20, ssh ┼── router ns (bridges, apt repo on 203.0.113.1:8080)
@@ -21,9 +23,16 @@ lab_is_up() {
   pid_alive "$HOST_PID_FILE" || return 1
   pid_alive "$HOST2_PID_FILE" || return 1
   for f in "$PID_DIR"/*.pid; do pid_alive "$f" || return 1; done
+  bash "$LAB_REPO/lab/control-plane.sh" status
 }
 
 refuse_foreign_lab
+missing=""
+for b in $CP_BINARIES; do command -v "$b" >/dev/null || missing="$missing $b"; done
+if [ -n "$missing" ]; then
+  log "not on PATH:$missing (the control plane's binaries: eval \"\$(make -s toolchain-env)\" first)" >&2
+  exit 1
+fi
 if lab_is_up; then
   log "already up ($LAB_DIR)"
   exit 0
@@ -194,6 +203,16 @@ done
 for addr in "$EDGE_ADDR" "$EDGE2_ADDR"; do
   ssh_lab "$addr" 'command -v haproxy || command -v keepalived' && { log "the fresh host $addr unexpectedly has haproxy or keepalived" >&2; exit 1; }
 done
+
+# --- the Kubernetes control plane: API server, controllers, kwok nodes, istiod's bridge ----------
+# CP_ISTIO=stack: no Istio yet; the lab stack installs base, istiod and gateway with Helm from the
+# chart repository the control plane serves, and the bridge runs the real istiod for its pod.
+CP_ISTIO=stack bash "$LAB_REPO/lab/control-plane.sh" up
+read -r CHART_REPOSITORY CHART_VERSION KUBE_CONTEXT < <(python3 -c '
+import json, sys
+cp = json.load(open(sys.argv[1]))
+print(cp["chartRepository"], cp["chartVersion"], cp["context"])' "$LAB_CP_DIR/control-plane.json")
+
 # The VRRP password of the pair, made here; lab/stack.sh sets it as a secret from stdin.
 openssl rand -hex 4 | tr -d '\n' >"$LAB_DIR/vrrp-password"
 chmod 600 "$LAB_DIR/vrrp-password"
@@ -237,19 +256,25 @@ config:
       status: $NODE_PORT_STATUS
     externalTrafficPolicy: Local
   source-ip-edge:istio:
-    install: false
+    # Installed by the stack (helm.v3.Release base -> istiod -> gateway, awaited) from the lab's
+    # chart repository: Istio's charts of the pinned istio.io/istio module, a pre-release version.
+    install: true
+    version: "$CHART_VERSION"
+    chartRepository: $CHART_REPOSITORY
   source-ip-edge:proxyProtocol:
     mode: envoyfilter
     strict: true
   source-ip-edge:access:
     # The lab's visitors are allowed; one address no visitor has is denied. nginx does not
-    # enforce these (no Envoy here): they are rendered, validated by istioctl and compiled by
-    # istiod's generator (make gateway-test), like a real stack's.
+    # enforce these (no Envoy here): the lab's API server accepts them through the real istiod's
+    # validation webhook, make lab-validate checks them with istioctl, and istiod's generator
+    # compiles them (make gateway-test), like a real stack's.
     allow: [198.51.100.0/24, "2001:db8:100::/48"]
     deny: [198.51.100.66/32]
     trustedPeers: [$EDGE_ADDR/32, $EDGE2_ADDR/32, $EDGE_ADDR6/128]
   source-ip-edge:kubernetes:
-    renderYamlToDirectory: $LAB_OUT/kubernetes
+    # The lab's API server: lab/stack.sh and tests/lab set KUBECONFIG=$LAB_KUBECONFIG.
+    context: $KUBE_CONTEXT
 YAML
 
 # --- what the tests and the proof read -----------------------------------------
@@ -278,8 +303,12 @@ cat >"$LAB_OUT/lab.json" <<JSON
     {"name": "gw1", "namespace": "$NS_GATEWAY1", "address": "$GATEWAY1"},
     {"name": "gw2", "namespace": "$NS_GATEWAY2", "address": "$GATEWAY2"}
   ],
-  "namespaces": "$LAB_NAMESPACES"
+  "namespaces": "$LAB_NAMESPACES",
+  "kubeconfig": "$LAB_KUBECONFIG",
+  "controlPlane": "$LAB_CP_DIR/control-plane.json",
+  "gatewayService": {"namespace": "istio-system", "name": "istio-ingressgateway",
+                     "nodePorts": {"http": $NODE_PORT_HTTP, "https": $NODE_PORT_HTTPS, "status": $NODE_PORT_STATUS}}
 }
 JSON
 touch "$LAB_DIR/fresh" "$LAB_DIR/up"
-log "up in $(( $(date +%s) - started ))s: HAProxy hosts $EDGE_ADDR and $EDGE2_ADDR, VIP $VIP_ADDR (ssh root@, key $LAB_DIR/ssh/id_ed25519), gateways $GATEWAY1 $GATEWAY2"
+log "up in $(( $(date +%s) - started ))s: HAProxy hosts $EDGE_ADDR and $EDGE2_ADDR, VIP $VIP_ADDR (ssh root@, key $LAB_DIR/ssh/id_ed25519), gateways $GATEWAY1 $GATEWAY2, API server $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["server"])' "$LAB_CP_DIR/control-plane.json") (KUBECONFIG=$LAB_KUBECONFIG)"

@@ -1,5 +1,6 @@
-# The local lab: `make lab` converges the lab stack against a real HAProxy host over SSH
-# and proves the visitor's address reaches the gateway. See lab/up.sh for the topology.
+# The local lab: `make lab` converges the lab stack against real HAProxy hosts over SSH and a real
+# Kubernetes API server (Istio installed by the stack with Helm), and proves the visitor's address
+# reaches the gateway. See lab/up.sh for the topology.
 LAB_NAME ?= lab
 export LAB_NAME
 TOOLCHAIN_ENV = eval "$$($(MAKE) -s --no-print-directory toolchain-env)"
@@ -7,26 +8,28 @@ TOOLCHAIN_ENV = eval "$$($(MAKE) -s --no-print-directory toolchain-env)"
 LAB_RUN_DIR = $(shell LAB_NAME=$(LAB_NAME) bash -c 'source $(ROOT)/lab/common.sh && echo "$$LAB_DIR"')
 
 .PHONY: lab lab-cache lab-setup lab-prove lab-validate lab-down lab-bench lab-test
-lab: lab-setup toolchain
+lab: lab-setup
 	@start=$$(date +%s); \
-	$(TOOLCHAIN_ENV) && bash lab/control-plane.sh up && bash lab/stack.sh up && \
+	$(TOOLCHAIN_ENV) && bash lab/stack.sh up && \
 	$(MAKE) -s --no-print-directory lab-prove lab-validate && \
 	echo "make lab: done in $$(( $$(date +%s) - start ))s after set-up"
 
 lab-cache: setup-system
 	bash lab/cache-rootfs.sh
 
-lab-setup: setup lab-cache
-	bash lab/up.sh
+# The control plane it starts runs the toolchain's binaries.
+lab-setup: setup lab-cache toolchain
+	$(TOOLCHAIN_ENV) && bash lab/up.sh
 
 lab-prove:
-	$(PY) -m lab.prove $(LAB_NAME)
+	$(TOOLCHAIN_ENV) && $(PY) -m lab.prove $(LAB_NAME)
 
-# The Kubernetes objects the kubernetes provider rendered, checked by Istio's own validation.
+# The stack's Istio objects as the lab's API server holds them, exported with kubectl into
+# build/<lab>/kubernetes and checked by Istio's own validation.
 lab-validate:
-	@files=$$(find $(BUILD)/$(LAB_NAME)/kubernetes -name '*.yaml' 2>/dev/null | sort); \
-	if [ -z "$$files" ]; then echo "no rendered Kubernetes YAML under $(BUILD)/$(LAB_NAME)/kubernetes" >&2; exit 1; fi; \
-	$(TOOLCHAIN_ENV) && istioctl validate $$(printf ' -f %s' $$files)
+	@$(TOOLCHAIN_ENV) && $(PY) -m lab.export_objects $(LAB_NAME) && \
+	files=$$(find $(BUILD)/$(LAB_NAME)/kubernetes -name '*.yaml' | sort) && \
+	istioctl validate $$(printf ' -f %s' $$files)
 
 # Destroys the stack only when it has state (toolchain-env would otherwise build the toolchain).
 lab-down:

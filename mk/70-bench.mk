@@ -5,8 +5,9 @@
 BENCH_RUNS ?= 3
 
 .PHONY: bench bench-tuning
+# KUBECONFIG: the lab stack's kubernetes provider reaches the lab's API server (lab/stack.sh does the same).
 bench: setup
-	$(TOOLCHAIN_ENV) && $(PY) -m lab.bench --runs $(BENCH_RUNS) --out $(BUILD)/bench.json
+	$(TOOLCHAIN_ENV) && KUBECONFIG=$(LAB_RUN_DIR)/control-plane/kubeconfig $(PY) -m lab.bench --runs $(BENCH_RUNS) --out $(BUILD)/bench.json
 
 # A tuning trial: the rendered haproxy.cfg against it with one change to global/defaults, paired
 # run by run (`make bench-tuning VARIANT=splice-auto`; the variants are in lab/bench/datapath.py).

@@ -64,7 +64,9 @@ _DURATION = re.compile(r"^(\d+)(us|ms|s|m|h|d)?$")
 _DURATION_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _HAPROXY_MAX_TIMER_MS = 2**31 - 1
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
-_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+# An Istio release (1.31.4), or a pre-release of one (1.31.0-rc.1, 1.31.0-alpha.0, or the lab's charts
+# built from an untagged commit, 1.31.0-dev.eed52ebb66ad): semver's pre-release suffix.
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]*)):(?P<port>\d+)$")
 # keepalived's `auth_pass` (auth_type PASS) keeps 8 characters and cuts the rest (keepalived.conf(5));
 # `#` and `!` start a comment there, `$` a parameter, quotes and braces are syntax.
@@ -213,6 +215,13 @@ class IstioSettings:
     @property
     def version_tuple(self) -> tuple[int, int, int]:
         return _version_tuple(self.version)
+
+    def at_least(self, since: tuple[int, int]) -> bool:
+        """Whether this Istio is release `since` (major, minor) or later. As in semver, a pre-release
+        comes before its release: 1.19.0-rc.1 is not yet 1.19, while 1.20.0-dev is past 1.19."""
+        major, minor, patch = self.version_tuple
+        is_prerelease = _VERSION.match(self.version)[4] is not None
+        return (major, minor, patch, not is_prerelease) >= (*since, 0, True)
 
 
 @dataclass(frozen=True)
@@ -392,7 +401,7 @@ def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
     raw = _with_defaults(raw, "istio")
     version = raw["version"]
     if not _VERSION.match(version):
-        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.31.4")
+        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.31.4 (or a pre-release like 1.31.0-rc.1)")
     hops = raw["numTrustedProxies"]
     http_proxies_in_front = raw["httpProxiesInFront"]
     if hops > 0 and not http_proxies_in_front:
@@ -424,13 +433,12 @@ def _parse_proxy_protocol(raw: Mapping[str, Any], istio: IstioSettings) -> Proxy
     raw = _with_defaults(raw, "proxyProtocol")
     mode = raw["mode"]
     strict = raw["strict"]
-    version = istio.version_tuple[:2]
-    if mode == "native" and version < NATIVE_PROXY_PROTOCOL_SINCE:
+    if mode == "native" and not istio.at_least(NATIVE_PROXY_PROTOCOL_SINCE):
         raise ConfigError(
             "proxyProtocol.mode",
             f"native needs Istio >= 1.19 (gatewayTopology.proxyProtocol); istio.version is {istio.version}",
         )
-    if mode == "envoyfilter" and version < LISTENER_FILTER_PATCH_SINCE:
+    if mode == "envoyfilter" and not istio.at_least(LISTENER_FILTER_PATCH_SINCE):
         raise ConfigError(
             "proxyProtocol.mode",
             f"envoyfilter needs Istio >= 1.17 (applyTo LISTENER_FILTER); istio.version is {istio.version}",
@@ -771,13 +779,12 @@ def _refuse_gateway_api_conflicts(
             "istio.gatewayLabels",
             "is a gateway-chart key; with gateway.api: gateway-api istiod labels the pods and objects attach by targetRefs: remove it",
         )
-    version = istio.version_tuple[:2]
-    if version < GATEWAY_API_SINCE:
+    if not istio.at_least(GATEWAY_API_SINCE):
         raise ConfigError(
             "gateway.api",
             f"gateway-api needs Istio >= 1.24 (generated Service customised via spec.infrastructure.parametersRef); istio.version is {istio.version}",
         )
-    if istio.install and version != GATEWAY_API_ISTIO_LINE:
+    if istio.install and istio.version_tuple[:2] != GATEWAY_API_ISTIO_LINE:
         raise ConfigError(
             "gateway.api",
             f"gateway-api with istio.install: true installs the Gateway API CRDs {GATEWAY_API_VERSION}, pinned for Istio "

@@ -84,7 +84,7 @@ def gateway_topology(config: StackConfig) -> dict[str, Any]:
     # 0 behind a TCP-mode HAProxy: nothing in front appends X-Forwarded-For (config.py refuses more
     # unless istio.httpProxiesInFront says real L7 proxies do).
     topology: dict[str, Any] = {"numTrustedProxies": config.istio.trusted_proxy_hops}
-    if config.istio.version_tuple[:2] >= NATIVE_PROXY_PROTOCOL_SINCE:
+    if config.istio.at_least(NATIVE_PROXY_PROTOCOL_SINCE):
         # Istio's native parser (strict, every listener) in both modes: ProxyConfig is read at pod
         # start, so a mode that changed it would need a roll during which old and new pods differ;
         # in envoyfilter mode the EnvoyFilter replaces it (see the module docstring).

@@ -1,13 +1,17 @@
 """Fixtures for the lab layer: a lab instance of its own ('lab-test') and its stack, via the Automation API.
 
+lab/up.sh also starts the lab's Kubernetes control plane (CP_ISTIO=stack), which the stack installs
+Istio into with Helm; the Automation API runs every command with KUBECONFIG set to it.
 Everything is torn down in finalizers, also when a test fails: the stack is destroyed
-and removed, then lab/down.sh halts the HAProxy host (a systemd-nspawn container, by its pid),
-stops every other process in the lab's namespaces by pid and removes the lab's run directory.
+and removed, then lab/down.sh stops the control plane, halts the HAProxy host (a systemd-nspawn
+container, by its pid), stops every other process in the lab's namespaces by pid and removes the
+lab's run directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -37,6 +41,8 @@ class Edge:
     stack: object
     host_before: str = ""
     """The host as the lab made it, before any `pulumi up`: packages, haproxy's unit state."""
+    cluster_before: set[str] = field(default_factory=set)
+    """Every object in the lab's API server before any `pulumi up` (Lab.cluster_objects)."""
     hosts_before: dict[str, str] = field(default_factory=dict)
     """Each host of the HA pair as the lab made it (pair_host_snapshot), by host name."""
     logs: list[str] = field(default_factory=list)
@@ -61,12 +67,15 @@ def edge():
     try:
         _lab_script("up.sh")
         _lab_script("stack.sh", "prepare")  # creates the stack, sets the SSH key secret from stdin
-        stack = auto.select_stack(stack_name=STACK_NAME, work_dir=str(REPO))
+        lab = Lab.load(LAB_NAME)
+        # The kubernetes provider reads KUBECONFIG; the stack file names the lab's context in it.
+        stack = auto.select_stack(stack_name=STACK_NAME, work_dir=str(REPO),
+                                  opts=auto.LocalWorkspaceOptions(env_vars={"KUBECONFIG": str(lab.kubeconfig)}))
         # Start with one gateway node; test_config_change adds the second.
         stack.remove_config("source-ip-edge:gateway.nodes[1]", path=True)
-        lab = Lab.load(LAB_NAME)
         yield Edge(lab=lab, stack=stack, host_before=host_snapshot(lab),
-                   hosts_before={host.name: pair_host_snapshot(lab, host) for host in lab.hosts})
+                   hosts_before={host.name: pair_host_snapshot(lab, host) for host in lab.hosts},
+                   cluster_before=lab.cluster_objects())
     finally:
         try:
             if stack is not None:
@@ -104,6 +113,34 @@ def pair_host_snapshot(lab: Lab, host) -> str:
     result = lab.ssh(PAIR_HOST_SNAPSHOT, address=host.address)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+# Istio's base chart marks its CRDs `helm.sh/resource-policy: keep`, so `helm uninstall` (the
+# Release's delete) leaves them, as Istio documents; deleting them would delete every Istio object
+# of the cluster, other users' too. The API server keeps an APIService per CRD group version.
+KEPT_BY_HELM = re.compile(
+    r"^apiextensions\.k8s\.io/v1 CustomResourceDefinition /[a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
+    r"|^apiregistration\.k8s\.io/v1 APIService /v[0-9a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
+)
+# What the running istiod wrote itself, which no chart and no stack object owns, so Helm and Pulumi
+# do not know it: its self-signed CA, the root certificate and CRL it distributes to every
+# namespace, its leader-election and IP-allocation ConfigMaps. Istio's uninstall guide removes
+# them with the istio-system namespace (which the lab made before the stack, as a cluster may have).
+WRITTEN_BY_ISTIOD = re.compile(
+    r"^v1 ConfigMap [a-z0-9-]+/istio-ca-(root-cert|crl)$"
+    r"|^v1 ConfigMap istio-system/(istio-leader|istio-namespace-controller-election|istio-ip-autoallocate)$"
+    r"|^v1 Secret istio-system/istio-ca-secret$"
+)
+
+
+def cluster_left_after_destroy(edge: Edge) -> tuple[set[str], set[str], set[str]]:
+    """What the lab's API server holds after a destroy that it did not hold before any `pulumi up`:
+    (Istio's CRDs, which Helm keeps on purpose; what istiod wrote itself; everything else, which
+    must be empty)."""
+    added = edge.lab.cluster_objects() - edge.cluster_before
+    kept = {obj for obj in added if KEPT_BY_HELM.match(obj)}
+    by_istiod = {obj for obj in added if WRITTEN_BY_ISTIOD.match(obj)}
+    return kept, by_istiod, added - kept - by_istiod
 
 
 def backend_files(stack_name: str) -> list[Path]:

@@ -6,6 +6,7 @@ The tests run in file order and share one stack; each states the behaviour it ch
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ from pulumi import automation as auto
 from lab.haproxy_runtime import runtime_command, wait_until_checked
 from lab.labkit import load_result
 from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
-from tests.lab.conftest import STACK_NAME, backend_files, host_snapshot
+from tests.lab.conftest import STACK_NAME, backend_files, cluster_left_after_destroy, host_snapshot
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
@@ -55,6 +56,48 @@ def test_up_installs_haproxy_and_the_visitor_address_arrives(edge) -> None:
     _assert_visitors_arrive(edge)
     outputs = result.outputs
     assert "haproxyHosts" in outputs and "haproxyConfigSha256" in outputs
+
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+ENVOY_FILTER = "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
+AUTHORIZATION_POLICY = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
+
+
+def _state_resources() -> list[dict]:
+    exported = subprocess.run(["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=Path(__file__).parents[2],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    return json.loads(exported)["deployment"]["resources"]
+
+
+def test_state_holds_three_awaited_helm_releases_and_our_istio_objects_in_the_real_api_server(edge) -> None:
+    resources = _state_resources()
+    releases = [r for r in resources if r["type"] == HELM_RELEASE]
+    assert [r["outputs"]["chart"] for r in releases] == ["base", "istiod", "gateway"]
+    for release in releases:
+        assert not release["inputs"].get("skipAwait"), release["urn"]  # awaited: Helm's wait
+        assert release["outputs"]["status"]["status"] == "deployed", release["outputs"]["status"]
+        assert release["outputs"]["repositoryOpts"]["repo"].startswith("http://198.18."), "the lab's chart repository"
+    filters = [r for r in resources if r["type"] == ENVOY_FILTER]
+    policies = [r for r in resources if r["type"] == AUTHORIZATION_POLICY]
+    assert "istio-ingressgateway-proxy-protocol" in {r["outputs"]["metadata"]["name"] for r in filters}
+    assert {r["outputs"]["metadata"]["name"] for r in policies} == {"istio-ingressgateway-source-ip-allow", "istio-ingressgateway-source-ip-deny"}
+    # Applied to the lab's API server, not rendered to a folder.
+    providers = [r for r in resources if r["type"] == "pulumi:providers:kubernetes"]
+    assert providers and not any(p["inputs"].get("renderYamlToDirectory") for p in providers)
+    for kind, found in (("envoyfilters.networking.istio.io", filters), ("authorizationpolicies.security.istio.io", policies)):
+        in_cluster = edge.lab.kube_json(kind, "-n", "istio-system")["items"]
+        assert {o["metadata"]["uid"] for o in in_cluster} == {r["outputs"]["metadata"]["uid"] for r in found}, kind
+    # The gateway's pods exist and carry istiod's proxy: the injection webhook of the real istiod ran.
+    pods = edge.lab.kube_json("pods", "-n", "istio-system", "-l", "istio=ingressgateway")["items"]
+    assert pods and all("proxyv2" in p["spec"]["containers"][0]["image"] for p in pods), pods
+
+
+def test_gateway_service_has_the_node_ports_the_config_pins(edge) -> None:
+    pinned = json.loads(edge.stack.get_config("source-ip-edge:gateway").value)["nodePorts"]
+    service = edge.lab.kube_json("service", "-n", "istio-system", "istio-ingressgateway")
+    assert service["spec"]["type"] == "NodePort" and service["spec"]["externalTrafficPolicy"] == "Local"
+    by_port = {p["port"]: p["nodePort"] for p in service["spec"]["ports"]}
+    assert by_port == {80: pinned["http"], 443: pinned["https"], 15021: pinned["status"]}, service["spec"]["ports"]
 
 
 def test_haproxy_reports_every_gateway_up_after_a_passed_check(edge) -> None:
@@ -312,3 +355,15 @@ def test_destroy_puts_the_host_back_exactly_as_it_was(edge) -> None:
     assert host_snapshot(edge.lab) == edge.host_before
     # The lab host is intact otherwise: sshd still answers.
     assert edge.lab.ssh("true").returncode == 0
+
+
+def test_destroy_leaves_the_api_server_as_before_apart_from_istios_kept_crds(edge) -> None:
+    # Runs after the destroy above. Istio's base chart keeps its CRDs (helm.sh/resource-policy:
+    # keep), and what istiod wrote itself while it ran is no chart's and no stack's object
+    # (conftest.WRITTEN_BY_ISTIOD); every object the stack and its charts made is gone.
+    kept, by_istiod, left = cluster_left_after_destroy(edge)
+    print(f"after destroy: {len(kept)} kept by Helm (Istio's CRDs and their APIServices), "
+          f"{len(by_istiod)} written by istiod: {sorted(by_istiod)}")
+    assert left == set(), f"left in the API server after destroy: {sorted(left)}"
+    assert any("envoyfilters.networking.istio.io" in obj for obj in kept), sorted(kept)
+    assert edge.lab.kube_json("validatingwebhookconfigurations,mutatingwebhookconfigurations")["items"] == []

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from lab.labkit import in_namespace, load_result
-from tests.lab.conftest import STACK_NAME, host_snapshot, pair_host_snapshot
+from tests.lab.conftest import STACK_NAME, cluster_left_after_destroy, host_snapshot, pair_host_snapshot
 
 
 def _exactly_one_holder(lab, timeout: float = 20):
@@ -145,3 +145,5 @@ def test_destroy_returns_both_hosts_to_what_they_were(edge) -> None:
         assert pair_host_snapshot(edge.lab, host) == edge.hosts_before[host.name], host.name
     assert edge.lab.vip_holders() == []
     assert host_snapshot(edge.lab) == edge.host_before
+    # A second install over the CRDs the first kept, then a second destroy: the same clean state.
+    assert cluster_left_after_destroy(edge)[2] == set()

@@ -86,6 +86,11 @@ BAD_VALUES = [
     ("istio-version", _set(("istio", "version"), "latest"), "istio.version", "is not an Istio release"),
     ("native-old-istio", lambda r: (r["istio"].update(version="1.18.2"), r["proxyProtocol"].update(mode="native")), "proxyProtocol.mode", "1.19"),
     ("envoyfilter-old-istio", _set(("istio", "version"), "1.16.0"), "proxyProtocol.mode", "1.17"),
+    ("istio-version-empty-prerelease", _set(("istio", "version"), "1.31.0-"), "istio.version", "is not an Istio release"),
+    ("istio-version-build-only", _set(("istio", "version"), "1.31.0+abc"), "istio.version", "is not an Istio release"),
+    # A pre-release comes before its release (semver): 1.19.0-rc.1 is not yet the 1.19 native needs.
+    ("native-prerelease-of-minimum", lambda r: (r["istio"].update(version="1.19.0-rc.1"), r["proxyProtocol"].update(mode="native")), "proxyProtocol.mode", "1.19"),
+    ("envoyfilter-prerelease-of-minimum", _set(("istio", "version"), "1.17.0-beta.0"), "proxyProtocol.mode", "1.17"),
     ("lenient-native", _set(("proxyProtocol",), {"mode": "native", "strict": False}), "proxyProtocol.strict", "envoyfilter"),
     ("mode", _set(("proxyProtocol", "mode"), "both"), "proxyProtocol.mode", "is not one of"),
     ("strict-type", _set(("proxyProtocol", "strict"), "yes"), "proxyProtocol.strict", "must be of type boolean"),
@@ -136,6 +141,25 @@ def test_bad_value_is_refused_naming_its_key(mutate, key, words):
     assert message.startswith(f"source-ip-edge:{key}: "), message
     assert words in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("version", ["1.31.0-dev.eed52ebb66ad", "1.31.0-rc.1", "1.20.0-alpha.0", "1.19.0", "1.19.1-rc.0"])
+def test_a_pre_release_chart_version_is_accepted_and_counts_after_the_releases_before_it(version):
+    # The lab serves Istio's charts built from an untagged commit as 1.31.0-dev.<commit>.
+    config = make_config(lambda r: (r["istio"].update(version=version), r["proxyProtocol"].update(mode="native")))
+    assert config.istio.version == version
+    assert config.istio.at_least((1, 19))
+
+
+def test_min_version_rules_follow_semver_precedence_for_pre_releases():
+    def istio(version):
+        return make_config(_set(("istio", "version"), version)).istio
+
+    assert istio("1.31.0-dev.eed52ebb66ad").at_least((1, 30))
+    assert not istio("1.31.0-dev.eed52ebb66ad").at_least((1, 31))
+    assert istio("1.31.0").at_least((1, 31))
+    assert istio("1.31.1-rc.0").at_least((1, 31))
+    assert not istio("1.30.9").at_least((1, 31))
 
 
 def test_numtrustedproxies_above_zero_needs_declared_http_proxies():
