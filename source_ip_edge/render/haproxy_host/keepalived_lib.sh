@@ -78,11 +78,4 @@ keepalived_stop() {
 # identity as an argument, writes it to LOADED_FILE at every run (each second).
 keepalived_loaded_identity() { cat "$LOADED_FILE" 2>/dev/null || true; }
 
-wait_until_keepalived_runs() {
-  i=0
-  while [ "$i" -lt 150 ]; do
-    [ "$(keepalived_loaded_identity)" = "$1" ] && return 0
-    i=$((i + 1)); sleep 0.1
-  done
-  return 1
-}
+wait_until_keepalived_runs() { wait_for_identity keepalived_loaded_identity "$1" 150; }

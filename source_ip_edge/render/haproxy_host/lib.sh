@@ -118,16 +118,19 @@ loaded_identity() {
   echo "show info" | socat -t 2 stdio "UNIX-CONNECT:$STATS_SOCKET" 2>/dev/null | sed -n 's/^description: //p'
 }
 
-# Polls the runtime API until the running workers report `identity`: a reload is done only
-# when they do (systemctl reload returns 0 even when the new workers fail; DESIGN.md).
-wait_until_loaded() {
+# Polls the function named $1 until it prints $2, for at most $3 tenths of a second.
+wait_for_identity() {
   i=0
-  while [ "$i" -lt 100 ]; do
-    [ "$(loaded_identity)" = "$1" ] && return 0
+  while [ "$i" -lt "$3" ]; do
+    [ "$("$1")" = "$2" ] && return 0
     i=$((i + 1)); sleep 0.1
   done
   return 1
 }
+
+# Polls the runtime API until the running workers report `identity`: a reload is done only
+# when they do (systemctl reload returns 0 even when the new workers fail; DESIGN.md).
+wait_until_loaded() { wait_for_identity loaded_identity "$1" 100; }
 
 # `haproxy -c` on a file together with the directory the host's unit also loads (RHEL: conf.d).
 check_config() {
