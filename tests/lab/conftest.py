@@ -143,6 +143,20 @@ def cluster_left_after_destroy(edge: Edge) -> tuple[set[str], set[str], set[str]
     return kept, by_istiod, added - kept - by_istiod
 
 
+def shared_texts(edge: Edge) -> dict[str, str]:
+    """Everything a user shares or keeps of a stack, by name: scanned for secrets by the tests."""
+    return {
+        "logs of the runs": "\n".join(edge.logs),
+        # `pulumi stack export` as a user would share it (the Automation API's export shows secrets).
+        "exported state": subprocess.run(
+            ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=REPO,
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout,
+        "outputs": str({k: v.value for k, v in edge.stack.outputs().items()}),
+        f"Pulumi.{STACK_NAME}.yaml": (REPO / f"Pulumi.{STACK_NAME}.yaml").read_text(),
+    }
+
+
 def backend_files(stack_name: str) -> list[Path]:
     """The file backend's files for one stack (state, backups, history)."""
     url = os.environ.get("PULUMI_BACKEND_URL", "")

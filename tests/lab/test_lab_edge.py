@@ -22,7 +22,7 @@ from pulumi import automation as auto
 from lab.haproxy_runtime import runtime_command, wait_until_checked
 from lab.labkit import load_result
 from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
-from tests.lab.conftest import STACK_NAME, backend_files, cluster_left_after_destroy, host_snapshot
+from tests.lab.conftest import STACK_NAME, backend_files, cluster_left_after_destroy, host_snapshot, shared_texts
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
@@ -320,14 +320,7 @@ def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
     if len(passphrase) >= 8:
         secrets.append(passphrase)
 
-    texts = {"logs of the runs": "\n".join(edge.logs)}
-    # `pulumi stack export` as a user would share it (the Automation API's export shows secrets).
-    texts["exported state"] = subprocess.run(
-        ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=edge.lab.dir.parent.parent,
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout
-    texts["outputs"] = str({k: v.value for k, v in edge.stack.outputs().items()})
-    texts["Pulumi.lab-test.yaml"] = (edge.lab.dir.parent.parent / f"Pulumi.{STACK_NAME}.yaml").read_text()
+    texts = shared_texts(edge)
     assert "4dabf18193072939515e22adb298388d" in texts["exported state"], "the state holds the key, as a secret"
     files = backend_files(STACK_NAME)
     assert files, "the file backend holds the stack's state"

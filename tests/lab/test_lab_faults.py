@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import pytest
 from pulumi import automation as auto
 
 from lab.labkit import load_result
@@ -25,6 +26,12 @@ def _up(edge, **kwargs) -> auto.UpResult:
 
 def _configs(edge) -> list[str]:
     return [edge.lab.ssh(f"cat {CONFIG}", address=host.address).stdout for host in edge.lab.hosts]
+
+
+def _running_identity(lab, host) -> str:
+    """The config identity the host's running haproxy reports through its runtime API."""
+    return lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
+                   address=host.address).stdout
 
 
 def _assert_visitors_arrive(edge) -> None:
@@ -69,11 +76,9 @@ def test_a_changed_host_key_is_refused_before_any_command_runs(edge, tmp_path) -
     edge.stack.set_config(path, auto.ConfigValue(other), path=True)
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
     try:
-        try:
+        with pytest.raises(auto.CommandError) as failure:
             _up(edge)
-            raise AssertionError("an up with a wrong host key succeeded")
-        except auto.CommandError as error:
-            assert "host key" in str(error).lower(), str(error)[-2000:]
+        assert "host key" in str(failure.value).lower(), str(failure.value)[-2000:]
         # Logins first: reading the config back below is a login of its own.
         assert edge.sshd_logins() == logins, "no session was opened on the host whose key changed"
         assert _configs(edge)[0] == before[0], "the host is untouched"
@@ -143,22 +148,18 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
 def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> None:
     lab, host = edge.lab, edge.lab.hosts[0]
     before = _configs(edge)
-    running = lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
-                      address=host.address).stdout
+    running = _running_identity(lab, host)
     # /etc/haproxy on a full 1 MiB tmpfs holding the same files: the staging copy cannot be written.
     fill = ("cp -a /etc/haproxy /run/lab-haproxy-etc && mount -t tmpfs -o size=1m tmpfs /etc/haproxy"
             " && cp -a /run/lab-haproxy-etc/. /etc/haproxy/ && { dd if=/dev/zero of=/etc/haproxy/.fill bs=4k 2>/dev/null || true; }")
     assert lab.ssh(fill, address=host.address).returncode == 0
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
     try:
-        try:
+        with pytest.raises(auto.CommandError) as failure:
             _up(edge)
-            raise AssertionError("an apply on a full disk succeeded")
-        except auto.CommandError as error:
-            assert "No space left" in str(error), str(error)[-2000:]
+        assert "No space left" in str(failure.value), str(failure.value)[-2000:]
         assert _configs(edge)[0] == before[0], "the live config is untouched"
-        assert lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
-                       address=host.address).stdout == running, "and still the one running"
+        assert _running_identity(lab, host) == running, "and still the one running"
         _assert_visitors_arrive(edge)
     finally:
         lab.ssh("umount /etc/haproxy; rm -rf /run/lab-haproxy-etc", address=host.address)

@@ -9,11 +9,10 @@ printed, not asserted; the tests assert that the VIP moved and that traffic resu
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 from lab.labkit import in_namespace, load_result
-from tests.lab.conftest import STACK_NAME, cluster_left_after_destroy, host_snapshot, pair_host_snapshot
+from tests.lab.conftest import cluster_left_after_destroy, host_snapshot, pair_host_snapshot, shared_texts
 
 
 def _exactly_one_holder(lab, timeout: float = 20):
@@ -125,13 +124,7 @@ def test_stopping_haproxy_on_the_holder_moves_the_vip_and_traffic_resumes(edge) 
 def test_vrrp_password_appears_nowhere_in_plain_text(edge) -> None:
     password = edge.lab.vrrp_password_file.read_text().strip()
     assert len(password) == 8
-    texts = {"logs of the runs": "\n".join(edge.logs)}
-    texts["exported state"] = subprocess.run(
-        ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=edge.lab.dir.parent.parent,
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout
-    texts["outputs"] = str({k: v.value for k, v in edge.stack.outputs().items()})
-    texts["Pulumi.lab-test.yaml"] = (edge.lab.dir.parent.parent / f"Pulumi.{STACK_NAME}.yaml").read_text()
+    texts = shared_texts(edge)
     # The keepalived commands' stdin is a secret: encrypted in the state, their text readable.
     assert re.search(r'"stdin":\s*\{\s*"4dabf18193072939515e22adb298388d"', texts["exported state"])
     assert "keepalived_apply.sh" in texts["exported state"]
