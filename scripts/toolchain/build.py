@@ -256,14 +256,16 @@ def build_command(v: dict[str, str]) -> Callable[[Path, Path], None]:
     return build
 
 
-def build_istioctl(v: dict[str, str]) -> Callable[[Path, Path], None]:
+def build_istio_command(v: dict[str, str], package: str) -> Callable[[Path, Path], None]:
+    """istioctl or pilot-discovery (istiod) from the one pinned istio.io/istio version."""
     version = v["ISTIO_MODULE_VERSION"]
 
     def build(work: Path, out: Path) -> None:
-        # No replace directives, so `go install module@version` works. No build tags, so
-        # the package archives are shared with the gateway xDS harness's build cache.
+        # No replace directives, so `go install module@version` works. The same stamp and no
+        # build tags for every command, so the package archives are shared between them and
+        # with the gateway xDS harness's build cache.
         ldflags = f"-X {ISTIO}/pkg/version.buildVersion={version}"
-        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/istioctl/cmd/istioctl@{version}"],
+        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/{package}@{version}"],
             cwd=work, env={"GOBIN": str(out)})
 
     return build
@@ -343,19 +345,6 @@ def build_kwok(v: dict[str, str]) -> Callable[[Path, Path], None]:
     return build
 
 
-def build_istiod(v: dict[str, str]) -> Callable[[Path, Path], None]:
-    version = v["ISTIO_MODULE_VERSION"]
-
-    def build(work: Path, out: Path) -> None:
-        # The same module, stamp and (absent) build tags as istioctl, so most package
-        # archives are already in the build cache.
-        ldflags = f"-X {ISTIO}/pkg/version.buildVersion={version}"
-        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/pilot/cmd/pilot-discovery@{version}"],
-            cwd=work, env={"GOBIN": str(out)})
-
-    return build
-
-
 def build_helm(v: dict[str, str]) -> Callable[[Path, Path], None]:
     version = "v" + v["HELM_VERSION"]
 
@@ -402,13 +391,13 @@ def plan(v: dict[str, str], go: str, use_external_pulumi: bool) -> list[Step]:
     steps.append(Step("command", ["pulumi-resource-command"],
                       [go, v["COMMAND_PROVIDER_MODULE_VERSION"], v["COMMAND_VERSION"], v["PULUMI_VERSION"],
                        file_digest(COMMAND_STAND_IN_SOURCE)], build_command(v)))
-    steps.append(Step("istioctl", ["istioctl"], [go, v["ISTIO_MODULE_VERSION"]], build_istioctl(v)))
+    steps.append(Step("istioctl", ["istioctl"], [go, v["ISTIO_MODULE_VERSION"]], build_istio_command(v, "istioctl/cmd/istioctl")))
     # The lab's control plane (docs/toolchain.md). New steps only append: the keys above stay.
     steps.append(Step("etcd", ["etcd"], [go, v["ETCD_VERSION"]], build_etcd(v)))
     steps.append(Step("kube-control-plane", list(KUBE_CONTROL_PLANE), [go, v["KUBE_VERSION"]],
                       build_kube_control_plane(v)))
     steps.append(Step("kwok", ["kwok", "kwokctl"], [go, v["KWOK_VERSION"], v["KUBE_VERSION"]], build_kwok(v)))
-    steps.append(Step("istiod", ["pilot-discovery"], [go, v["ISTIO_MODULE_VERSION"]], build_istiod(v)))
+    steps.append(Step("istiod", ["pilot-discovery"], [go, v["ISTIO_MODULE_VERSION"]], build_istio_command(v, "pilot/cmd/pilot-discovery")))
     steps.append(Step("helm", ["helm"], [go, v["HELM_VERSION"]], build_helm(v)))
     return steps
 
