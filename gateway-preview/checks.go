@@ -276,5 +276,6 @@ func CheckAll(ls []*listener.Listener, e Expectations) map[string][]string {
 		"xff":               CheckXFF(ls, e),
 		"rbac":              CheckRBAC(ls, e),
 		"trusted-peer lock": CheckTrustedPeerLock(ls, e),
+		"probes":            CheckProbes(ls, e),
 	}
 }

@@ -193,9 +193,7 @@ func gatewayService(s *RenderedStack) *corev1.Service {
 // gatewayAPIObjects decodes the stack's Gateway API objects and the routes applications attach to
 // its Gateway (apps/gateway-api-routes.yaml, with the GatewayClass istiod would create).
 func gatewayAPIObjects(s *RenderedStack) ([]runtime.Object, error) {
-	routes := strings.NewReplacer("GATEWAY_NAMESPACE", s.Outputs.Gateway.Namespace, "GATEWAY_NAME", s.Outputs.Gateway.Name).
-		Replace(gatewayAPIRoutesYAML)
-	docs := append(append([]string{}, s.GatewayAPIObjects...), strings.Split(routes, "\n---\n")...)
+	docs := append(append([]string{}, s.GatewayAPIObjects...), strings.Split(gatewayAPIRoutes(s), "\n---\n")...)
 	var objects []runtime.Object
 	for _, doc := range docs {
 		if strings.TrimSpace(doc) == "" {
@@ -208,6 +206,13 @@ func gatewayAPIObjects(s *RenderedStack) ([]runtime.Object, error) {
 		objects = append(objects, o)
 	}
 	return objects, nil
+}
+
+// gatewayAPIRoutes are the routes applications attach to the stack's Gateway
+// (apps/gateway-api-routes.yaml, named for this stack).
+func gatewayAPIRoutes(s *RenderedStack) string {
+	return strings.NewReplacer("GATEWAY_NAMESPACE", s.Outputs.Gateway.Namespace, "GATEWAY_NAME", s.Outputs.Gateway.Name).
+		Replace(gatewayAPIRoutesYAML)
 }
 
 // sampleApps parses the sample application objects: Istio configs (validated by istiod's schema)

@@ -87,6 +87,8 @@ type rbacRules struct {
 	Action rbacconfig.RBAC_Action
 	// Policies maps policy name to its principals.
 	Policies map[string][]*rbacconfig.Principal
+	// Rules is the whole rule set (permissions too), for evaluating a connection (probes.go).
+	Rules *rbacconfig.RBAC
 }
 
 // chainRBAC returns the enforced (not shadow) RBAC rules of a filter chain, network filters first,
@@ -97,7 +99,7 @@ func chainRBAC(fc *listener.FilterChain) ([]rbacRules, error) {
 		if rules == nil {
 			return
 		}
-		r := rbacRules{Filter: filter, Action: rules.Action, Policies: map[string][]*rbacconfig.Principal{}}
+		r := rbacRules{Filter: filter, Action: rules.Action, Policies: map[string][]*rbacconfig.Principal{}, Rules: rules}
 		for name, p := range rules.Policies {
 			r.Policies[name] = p.Principals
 		}

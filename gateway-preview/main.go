@@ -6,12 +6,17 @@
 package main
 
 import (
+	"context"
 	_ "embed"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"istio.io/istio/pkg/log"
 	"istio.io/istio/pkg/test"
@@ -28,13 +33,20 @@ func main() {
 	out := flag.String("out", "", "write the full listeners as Envoy JSON here")
 	appsFile := flag.String("apps", "", "sample application objects (default: the built-in apps/sample-apps.yaml)")
 	stackFile := flag.String("stack-file", "", "Pulumi.<stack>.yaml: its access lists are what the RBAC check expects")
+	xdsAddr := flag.String("xds", "", "live: istiod's plaintext xDS address (host:15010); ask the running istiod instead of computing offline")
+	kubeconfig := flag.String("kubeconfig", "", "live: the API server istiod watches (where the gateway pods and the sample apps are)")
+	factsFile := flag.String("facts", "", "write the checks' results and each HAProxy-fronted listener's facts here as JSON")
 	flag.Parse()
-	if *renderDir == "" {
-		fmt.Fprintln(os.Stderr, "usage: gateway-preview -render DIR [-out listeners.json] [-apps apps.yaml]")
+	if *renderDir == "" || (*xdsAddr == "") != (*kubeconfig == "") {
+		fmt.Fprintln(os.Stderr, "usage: gateway-preview -render DIR [-stack-file F] [-out listeners.json] [-apps apps.yaml] [-facts facts.json] [-xds HOST:15010 -kubeconfig K]")
 		os.Exit(2)
 	}
 	quietIstioLogs()
-	if err := run(*renderDir, *out, *appsFile, *stackFile); err != nil {
+	opts := runOptions{RenderDir: *renderDir, Out: *out, AppsFile: *appsFile, StackFile: *stackFile, FactsFile: *factsFile}
+	if *xdsAddr != "" {
+		opts.Live = &LiveOptions{XDSAddr: *xdsAddr, Kubeconfig: *kubeconfig, Settle: 3 * time.Second, Timeout: 90 * time.Second}
+	}
+	if err := run(opts); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway-preview:", err)
 		os.Exit(1)
 	}
@@ -52,22 +64,27 @@ func quietIstioLogs() {
 	}
 }
 
-func run(renderDir, out, appsFile, stackFile string) error {
-	stack, err := LoadRenderedStack(renderDir)
+type runOptions struct {
+	RenderDir, Out, AppsFile, StackFile, FactsFile string
+	Live                                           *LiveOptions // nil: offline
+}
+
+func run(o runOptions) error {
+	stack, err := LoadRenderedStack(o.RenderDir)
 	if err != nil {
 		return err
 	}
 	apps := sampleAppsYAML
-	if appsFile != "" {
-		raw, err := os.ReadFile(appsFile)
+	if o.AppsFile != "" {
+		raw, err := os.ReadFile(o.AppsFile)
 		if err != nil {
 			return err
 		}
 		apps = string(raw)
 	}
 	var access StackAccess
-	if stackFile != "" {
-		if access, err = LoadStackAccess(stackFile); err != nil {
+	if o.StackFile != "" {
+		if access, err = LoadStackAccess(o.StackFile); err != nil {
 			return err
 		}
 	} else {
@@ -77,6 +94,31 @@ func run(renderDir, out, appsFile, stackFile string) error {
 	if err != nil {
 		return err
 	}
+	if o.Live != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		gateways, err := FetchLive(ctx, stack, apps, *o.Live)
+		if err != nil {
+			return fmt.Errorf("live istiod %s: %v", o.Live.XDSAddr, err)
+		}
+		failed := false
+		for i, gw := range gateways {
+			fmt.Printf("gateway pod %s (xDS node %s), listeners from istiod at %s:\n", gw.Pod, gw.NodeID, o.Live.XDSAddr)
+			out, facts := o.Out, o.FactsFile
+			if i > 0 { // one pod's files; the others are checked and summarised
+				out, facts = "", ""
+			}
+			bad, err := report(gw.Listeners, expect, out, facts)
+			if err != nil {
+				return err
+			}
+			failed = failed || bad
+		}
+		if failed {
+			return fmt.Errorf("checks failed")
+		}
+		return nil
+	}
 	var failed bool
 	// The fake discovery server wants a test.Failer; test.Wrap gives one that turns a fatal
 	// error into a returned error and runs the server's cleanups when done.
@@ -85,38 +127,8 @@ func run(renderDir, out, appsFile, stackFile string) error {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ls := gw.Listeners()
-		if err := WriteSummary(os.Stdout, ls, expect); err != nil {
+		if failed, err = report(gw.Listeners(), expect, o.Out, o.FactsFile); err != nil {
 			t.Fatal(err)
-		}
-		if out != "" {
-			raw, err := ListenersJSON(ls)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(out, raw, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			fmt.Printf("full listeners: %s\n", out)
-		}
-		results := CheckAll(ls, expect)
-		names := make([]string, 0, len(results))
-		for name := range results {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
-			if len(results[name]) == 0 {
-				fmt.Printf("check %s: ok\n", name)
-				continue
-			}
-			failed = true
-			for _, p := range results[name] {
-				fmt.Printf("check %s: FAIL %s\n", name, p)
-			}
 		}
 	})
 	if werr != nil {
@@ -126,4 +138,56 @@ func run(renderDir, out, appsFile, stackFile string) error {
 		return fmt.Errorf("checks failed")
 	}
 	return nil
+}
+
+// report prints the summary and the checks' results, and writes the full listeners and the facts
+// when asked; failed when a check found a problem.
+func report(ls []*listener.Listener, expect Expectations, out, factsFile string) (bool, error) {
+	if err := WriteSummary(os.Stdout, ls, expect); err != nil {
+		return false, err
+	}
+	if out != "" {
+		raw, err := ListenersJSON(ls)
+		if err != nil {
+			return false, err
+		}
+		if err := writeFile(out, raw); err != nil {
+			return false, err
+		}
+		fmt.Printf("full listeners: %s\n", out)
+	}
+	results := CheckAll(ls, expect)
+	if factsFile != "" {
+		raw, err := json.MarshalIndent(FactsOf(ls, expect, results), "", "  ")
+		if err != nil {
+			return false, err
+		}
+		if err := writeFile(factsFile, raw); err != nil {
+			return false, err
+		}
+	}
+	names := make([]string, 0, len(results))
+	for name := range results {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	failed := false
+	for _, name := range names {
+		if len(results[name]) == 0 {
+			fmt.Printf("check %s: ok\n", name)
+			continue
+		}
+		failed = true
+		for _, p := range results[name] {
+			fmt.Printf("check %s: FAIL %s\n", name, p)
+		}
+	}
+	return failed, nil
+}
+
+func writeFile(path string, raw []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, raw, 0o644)
 }

@@ -14,6 +14,10 @@ import (
 	"testing"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetwork "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	networking "istio.io/api/networking/v1alpha3"
 	"istio.io/istio/pilot/pkg/config/kube/crd"
@@ -628,4 +632,69 @@ func expectProblem(t *testing.T, problems []string, want string) {
 		}
 	}
 	t.Errorf("no problem contains %q; problems: %v", want, problems)
+}
+
+// TestProbesCatchSpoofingAndAMissingLock proves the probes can fail, on a stack with allow, deny
+// and trusted-peer lists, by changing the generated listeners the way real mistakes would:
+//   - xff_num_trusted_hops 2 behind one HAProxy (the blogs' numTrustedProxies: 2): the denied
+//     visitor's forged X-Forwarded-For entry becomes its address;
+//   - the trusted-peer lock gone (its network RBAC filter removed): a PROXY header from any peer is
+//     believed.
+func TestProbesCatchSpoofingAndAMissingLock(t *testing.T) {
+	var r *renderedStack
+	for _, candidate := range loadRenders(t) {
+		e := candidate.expect
+		if len(e.Allow) > 0 && len(e.Deny) > 0 && len(e.TrustedPeers) > 0 && e.TrustedHops == 0 {
+			r = &candidate
+			break
+		}
+	}
+	if r == nil {
+		t.Fatal("no rendered stack has allow, deny and trustedPeers lists with numTrustedProxies 0")
+	}
+	_, ls := gateway(t, r.stack)
+	expectNoProblems(t, "probes on the generated listeners", CheckProbes(ls, r.expect))
+
+	spoofable := cloneListeners(ls)
+	for _, l := range spoofable {
+		for _, fc := range l.FilterChains {
+			for _, f := range fc.Filters {
+				h := &hcm.HttpConnectionManager{}
+				if f.Name != hcmFilter || f.GetTypedConfig().UnmarshalTo(h) != nil {
+					continue
+				}
+				h.XffNumTrustedHops = 2
+				typed, err := anypb.New(h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.ConfigType = &listener.Filter_TypedConfig{TypedConfig: typed}
+			}
+		}
+	}
+	expectProblem(t, CheckProbes(spoofable, r.expect), "forges X-Forwarded-For with an allowed address: allowed=true")
+
+	unlocked := cloneListeners(ls)
+	for _, l := range unlocked {
+		for _, fc := range l.FilterChains {
+			var kept []*listener.Filter
+			for _, f := range fc.Filters {
+				m := &rbacnetwork.RBAC{}
+				if f.Name == networkRBACFilter && f.GetTypedConfig().UnmarshalTo(m) == nil && m.GetRules().GetPolicies()["direct-peer-not-trusted"] != nil {
+					continue
+				}
+				kept = append(kept, f)
+			}
+			fc.Filters = kept
+		}
+	}
+	expectProblem(t, CheckProbes(unlocked, r.expect), "straight from a peer that is not HAProxy: allowed=true")
+}
+
+func cloneListeners(ls []*listener.Listener) []*listener.Listener {
+	out := make([]*listener.Listener, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, proto.Clone(l).(*listener.Listener))
+	}
+	return out
 }

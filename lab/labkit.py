@@ -98,12 +98,13 @@ class Lab:
             gateway_service=raw.get("gatewayService"),
         )
 
-    def kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """The toolchain's kubectl against the lab's API server."""
+    def kubectl(self, *args: str, timeout: float = 60, input_json: dict | None = None) -> subprocess.CompletedProcess:
+        """The toolchain's kubectl against the lab's API server (input_json: an object on stdin)."""
         if self.kubeconfig is None:
             raise RuntimeError(f"lab {self.name} has no control plane (no kubeconfig in lab.json)")
         return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), "--request-timeout=20s", *args],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout,
+                              input=None if input_json is None else json.dumps(input_json))
 
     def cluster_objects(self) -> set[str]:
         """Every object the lab's API server holds, as `apiVersion Kind namespace/name`, apart from

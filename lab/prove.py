@@ -1,12 +1,14 @@
 """Proves the lab's edge: each visitor's address arrives at the gateway stand-in, over HTTP and HTTPS,
 through the VIP of the HA pair; which host holds the VIP, with haproxy and keepalived active on both;
-and that the gateway Service the stack installed in the lab's API server has the NodePorts the
+that the gateway Service the stack installed in the lab's API server has the NodePorts the
 config pins (HAProxy sends to those ports on the nodes, so a port Kubernetes picked would be a
-dead backend on a real cluster).
+dead backend on a real cluster); and that the listeners the lab's running istiod serves the
+gateway's pods (asked over xDS, lab/gateway_xds.py) hold what the config says.
 
-Prints one row per HAProxy host, one per gateway Service port and one per visitor address; exits
-non-zero if a unit is not active, if not exactly one host holds the VIP, if a NodePort differs from
-the pinned one, or if any address does not match.
+Prints one row per HAProxy host, one per gateway Service port, one per HAProxy-fronted listener of
+the live istiod and one per visitor address; exits non-zero if a unit is not active, if not exactly
+one host holds the VIP, if a NodePort differs from the pinned one, if a check on the live listeners
+fails, or if any address does not match.
 Usage: python -m lab.prove [LAB_NAME]   (kubectl of the toolchain on PATH)
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import sys
 import time
 
+from lab import gateway_xds
 from lab.labkit import Lab
 from source_ip_edge.config import GATEWAY_SERVICE_PORTS
 
@@ -77,12 +80,62 @@ def node_ports_proof(lab: Lab) -> int:
     return len(problems)
 
 
+def live_listener_rows(facts: dict) -> list[tuple]:
+    """One row per listener HAProxy sends to, from the live answer's facts: what the listener has
+    against what the config says (proxy_protocol first and once with the configured strictness, XFF
+    hops, remote_ip allow and deny, the peer lock) and its probes' verdicts."""
+    want = facts["expected"]
+    rows = []
+    for listener in facts["listeners"]:
+        if not listener["frontend"]:
+            continue
+        filters = listener["listenerFilters"]
+        first_once = listener["proxyProtocolCount"] == 1 and filters[:1] == ["envoy.filters.listener.proxy_protocol"]
+        strict = listener["allowRequestsWithoutProxyProtocol"] is False
+        probes = [p for p in facts["probes"] if p["listener"] == listener["name"]]
+        probes_ok = sum(p["allowed"] == p["wantAllowed"] and not p.get("error") for p in probes)
+        rows.append((
+            listener["name"], listener["frontend"],
+            f"{'first, once' if first_once else 'NO: ' + ' -> '.join(filters)}, {'strict' if strict else 'lenient'}"
+            + ("" if strict == want["strict"] else " (want the other)"),
+            f"{listener['xffNumTrustedHops']} (config {want['xffNumTrustedHops']})",
+            "= access.allow" if listener["remoteIpAllow"] == want["allow"] else f"NO: {listener['remoteIpAllow']}",
+            "= access.deny" if listener["remoteIpDeny"] == want["deny"] else f"NO: {listener['remoteIpDeny']}",
+            "= trustedPeers" if listener["directPeersOnly"] == want["trustedPeers"] else f"NO: {listener['directPeersOnly']}",
+            f"{probes_ok}/{len(probes)}",
+        ))
+    return rows
+
+
+def live_istiod_proof(lab: Lab) -> int:
+    """The listeners the lab's running istiod serves the gateway's pods (asked over xDS as a pod
+    would), against the stack's config; the same checks `make gateway-test` runs offline."""
+    answer = gateway_xds.ask(lab, lab.name, live=True)
+    if not answer.facts:
+        print(answer.output, file=sys.stderr)
+        print("live istiod: no answer", file=sys.stderr)
+        return 1
+    pods = [line.split()[2] for line in answer.output.splitlines() if line.startswith("gateway pod ")]
+    print(f"listeners the live istiod serves the gateway pods ({', '.join(pods)}), HAProxy-fronted:")
+    _table(("listener", "frontend", "proxy_protocol", "xff_num_trusted_hops", "remote_ip ALLOW", "remote_ip DENY",
+            "direct_remote_ip lock", "probes ok"), live_listener_rows(answer.facts))
+    checks = [line for line in answer.output.splitlines() if line.startswith("check ")]
+    print("; ".join(checks))
+    if answer.returncode != 0:
+        print(f"live istiod: checks failed: {answer.failed_checks or answer.output[-2000:]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(name: str) -> int:
     lab = Lab.load(name)
     problems = hosts_proof(lab) if lab.hosts else 0
     if lab.gateway_service:
         print()
         problems += node_ports_proof(lab)
+    if lab.control_plane:
+        print()
+        problems += live_istiod_proof(lab)
     print()
     rows = []
     for visitor in lab.visitors:

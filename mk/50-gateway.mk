@@ -18,6 +18,9 @@ TEST_LAYERS += gateway-test
 $(GATEWAY_BIN): $(GATEWAY_SOURCES)
 	cd $(GATEWAY_DIR) && go build -buildvcs=false -o $@ .
 
+# The lab asks its live istiod with the same tool (lab/gateway_xds.py).
+lab-prove lab-test: $(GATEWAY_BIN)
+
 gateway-preview: setup-python $(GATEWAY_BIN)
 	$(PY) -m source_ip_edge.tools.render --stack $(STACK) --out $(BUILD)/render/$(STACK)
 	$(GATEWAY_BIN) -render $(BUILD)/render/$(STACK) -stack-file $(ROOT)/Pulumi.$(STACK).yaml \
