@@ -73,6 +73,11 @@ APT_PORT=8080
 NODE_PORT_HTTP=30080
 NODE_PORT_HTTPS=30443
 NODE_PORT_STATUS=30021
+# A second set the stand-ins also answer on: where a gateway moves when its Service changes (a
+# gateway.api switch cannot give the new gateway's Service NodePorts the old one still holds).
+NODE_PORT_HTTP_2=31080
+NODE_PORT_HTTPS_2=31443
+NODE_PORT_STATUS_2=31021
 
 # Namespace names are per machine, not per checkout: the owner file says which checkout's lab they are.
 OWNER_FILE=$LAB_RUN_BASE/$LAB_NAME.owner

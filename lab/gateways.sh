@@ -14,7 +14,8 @@ for gw in gw1:"$NS_GATEWAY1":"$GATEWAY1" gw2:"$NS_GATEWAY2":"$GATEWAY2"; do
   dir=$LAB_DIR/$name
   mkdir -p "$dir/tmp"
   STANDIN_NAME=$name STANDIN_ADDRESS=$addr STANDIN_DIR=$dir STANDIN_PID_FILE=$PID_DIR/$name-nginx.pid \
-    HTTP_PORT=$NODE_PORT_HTTP HTTPS_PORT=$NODE_PORT_HTTPS STATUS_PORT=$NODE_PORT_STATUS \
+    HTTP_PORT="$NODE_PORT_HTTP $NODE_PORT_HTTP_2" HTTPS_PORT="$NODE_PORT_HTTPS $NODE_PORT_HTTPS_2" \
+    STATUS_PORT="$NODE_PORT_STATUS $NODE_PORT_STATUS_2" \
     TLS_CERT=$LAB_DIR/tls/gateway.crt TLS_KEY=$LAB_DIR/tls/gateway.key \
     bash "$LAB_REPO/lab/gateway-standin-conf.sh" >"$dir/nginx.conf"
   ip netns exec "$ns" nginx -q -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"

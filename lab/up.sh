@@ -307,7 +307,8 @@ cat >"$LAB_OUT/lab.json" <<JSON
   "kubeconfig": "$LAB_KUBECONFIG",
   "controlPlane": "$LAB_CP_DIR/control-plane.json",
   "gatewayService": {"namespace": "istio-system", "name": "istio-ingressgateway",
-                     "nodePorts": {"http": $NODE_PORT_HTTP, "https": $NODE_PORT_HTTPS, "status": $NODE_PORT_STATUS}}
+                     "nodePorts": {"http": $NODE_PORT_HTTP, "https": $NODE_PORT_HTTPS, "status": $NODE_PORT_STATUS},
+                     "secondNodePorts": {"http": $NODE_PORT_HTTP_2, "https": $NODE_PORT_HTTPS_2, "status": $NODE_PORT_STATUS_2}}
 }
 JSON
 touch "$LAB_DIR/fresh" "$LAB_DIR/up"

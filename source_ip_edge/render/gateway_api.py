@@ -29,6 +29,9 @@ GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_CLASS = "istio"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
+# The Kubernetes provider's await (pulumi-kubernetes 4.18 and later): the Gateway is created when
+# istiod reports it Programmed, within the Helm releases' default timeout.
+GATEWAY_AWAIT_ANNOTATIONS = {"pulumi.com/waitFor": "condition=Programmed", "pulumi.com/timeoutSeconds": "300"}
 PINNED_INSTALL = Path(__file__).resolve().parents[1] / "pinned" / f"gateway-api-{GATEWAY_API_VERSION}-standard-install.yaml"
 
 
@@ -39,6 +42,14 @@ def uses_gateway_api(config: StackConfig) -> bool:
 def generated_name(config: StackConfig) -> str:
     """The name istiod gives the generated Deployment, Service and ServiceAccount."""
     return f"{config.istio.gateway_name}-{GATEWAY_CLASS}"
+
+
+def object_name_prefix(config: StackConfig) -> str:
+    """The prefix of the stack's Istio objects' names (EnvoyFilters, AuthorizationPolicies). A
+    Gateway API gateway's are named after its generated workload, so that switching gateway.api
+    creates them beside the other mode's, which keep serving the old gateway until HAProxy has
+    moved and are deleted at the end of the update, instead of being rewritten in place under it."""
+    return generated_name(config) if uses_gateway_api(config) else config.istio.gateway_name
 
 
 def generated_pod_labels(config: StackConfig) -> dict[str, str]:
@@ -119,7 +130,13 @@ def gateway(config: StackConfig) -> dict[str, Any] | None:
         "metadata": {
             "name": istio.gateway_name,
             "namespace": istio.namespace,
-            "annotations": {SERVICE_TYPE_ANNOTATION: config.gateway.service_type},
+            "annotations": {
+                SERVICE_TYPE_ANNOTATION: config.gateway.service_type,
+                # `pulumi up` waits until istiod has deployed it and its Service holds the pinned
+                # NodePorts (a NodePort another Service holds leaves it unprogrammed), so that the
+                # steps after it, HAProxy's among them, never run against a gateway that is not there.
+                **GATEWAY_AWAIT_ANNOTATIONS,
+            },
         },
         "spec": {
             "gatewayClassName": GATEWAY_CLASS,

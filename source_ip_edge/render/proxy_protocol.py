@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from source_ip_edge.config import NATIVE_PROXY_PROTOCOL_SINCE, StackConfig
-from source_ip_edge.render.gateway_api import gateway_envoy_filter
+from source_ip_edge.render.gateway_api import gateway_envoy_filter, object_name_prefix
 
 PROXY_PROTOCOL_FILTER = "envoy.filters.listener.proxy_protocol"
 PROXY_PROTOCOL_TYPE = "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol"
@@ -24,7 +24,7 @@ PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 
 
 def envoy_filter_name(config: StackConfig) -> str:
-    return f"{config.istio.gateway_name}-proxy-protocol"
+    return f"{object_name_prefix(config)}-proxy-protocol"
 
 
 def listener_ports(config: StackConfig) -> list[int]:

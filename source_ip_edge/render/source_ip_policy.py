@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from source_ip_edge.config import StackConfig
-from source_ip_edge.render.gateway_api import gateway_envoy_filter, workload_attachment
+from source_ip_edge.render.gateway_api import gateway_envoy_filter, object_name_prefix, workload_attachment
 from source_ip_edge.render.proxy_protocol import exposed_proxy_listener_ports
 
 NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
@@ -34,7 +34,7 @@ def policy_names(config: StackConfig) -> list[str]:
 
 
 def trusted_peer_filter_name(config: StackConfig) -> str:
-    return f"{config.istio.gateway_name}-trusted-peers"
+    return f"{object_name_prefix(config)}-trusted-peers"
 
 
 def trusted_peer_filter(config: StackConfig) -> dict[str, Any] | None:
@@ -94,7 +94,7 @@ def _policy(config: StackConfig, suffix: str, action: str, rules: list[dict[str,
     return {
         "apiVersion": "security.istio.io/v1",
         "kind": "AuthorizationPolicy",
-        "metadata": {"name": f"{istio.gateway_name}-{suffix}", "namespace": istio.namespace},
+        "metadata": {"name": f"{object_name_prefix(config)}-{suffix}", "namespace": istio.namespace},
         "spec": {
             # targetRefs for a Gateway API gateway: a selector on its pods is ineffective (IST0166).
             **workload_attachment(config, "selector"),

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from source_ip_edge.config import StackConfig
+from source_ip_edge.render.gateway_api import uses_gateway_api
 from source_ip_edge.render.haproxy_host.haproxy_cfg import render_haproxy_config
 from source_ip_edge.render.haproxy_host.keepalived_conf import render_keepalived_config
 from source_ip_edge.resources.haproxy_host import HAProxyHost
@@ -39,7 +40,8 @@ class SourceIpEdge(pulumi.ComponentResource):
         # 1. Istio's CRDs and istiod, 2. the gateway accepts PROXY (lenient first when strict is
         # false), 3. the gateway and its pods, which start with step 2 in place (IstioMesh's
         # before_gateway; for an adopted gateway, ProxyProtocol's roll), 4. HAProxy starts
-        # sending PROXY, 5. policies on the real client address.
+        # sending PROXY, 5. policies on the real client address (a Gateway API gateway's allow and
+        # deny lists before step 4: see SourceIpPolicyArgs).
 
         def accept_proxy(control_plane):
             self.proxy_protocol = ProxyProtocol(
@@ -79,7 +81,12 @@ class SourceIpEdge(pulumi.ComponentResource):
         ]
         self.policy = SourceIpPolicy(
             f"{name}-policy",
-            {"config": config, "provider": provider, "after": self.hosts},
+            {
+                "config": config,
+                "provider": provider,
+                "after": self.hosts,
+                "policies_after": [self.mesh, self.proxy_protocol] if uses_gateway_api(config) else self.hosts,
+            },
             pulumi.ResourceOptions(parent=self),
         )
         self.outputs = stack_outputs(config, haproxy_config)

@@ -19,7 +19,13 @@ class SourceIpPolicyArgs(TypedDict):
     provider: Optional[k8s.Provider]
     """Kubernetes provider; None uses the ambient kubeconfig."""
     after: Sequence[pulumi.Resource]
-    """Policies go in once the real client address reaches the gateway (HAProxy sends PROXY)."""
+    """The trusted-peer lock goes in once HAProxy sends PROXY (before, the gateway's direct
+    clients are not HAProxy)."""
+    policies_after: Sequence[pulumi.Resource]
+    """The AuthorizationPolicies go in after these: HAProxy too for the gateway chart (a live
+    gateway's clients keep their direct path until HAProxy sends PROXY); the Gateway for a
+    Gateway API gateway, whose pods get no traffic before HAProxy moves to them, so that they never
+    serve a visitor without the allow and deny lists."""
 
 
 class SourceIpPolicy(pulumi.ComponentResource):
@@ -31,8 +37,9 @@ class SourceIpPolicy(pulumi.ComponentResource):
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
         child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"]))
+        policy_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["policies_after"]))
         self.policies = [
-            custom_resource(f"{name}-{policy['metadata']['name']}", policy, child_opts)
+            custom_resource(f"{name}-{policy['metadata']['name']}", policy, policy_opts)
             for policy in authorization_policies(args["config"])
         ]
         lock = trusted_peer_filter(args["config"])

@@ -54,3 +54,15 @@ def test_adopted_istio_reads_the_gateway_api_crds_before_the_gateway():
     assert read == {
         f"edge-mesh-{kind}.gateway.networking.k8s.io" for kind in ("gatewayclasses", "gateways", "httproutes", "tlsroutes")
     }
+
+
+def test_allow_and_deny_policies_are_in_place_before_haproxy_moves_the_lock_after():
+    """A Gateway API gateway's pods get no traffic before HAProxy sends to them, so its allow and
+    deny lists go in with the Gateway, never after HAProxy (a gateway.api switch would otherwise
+    serve visitors unfiltered for a moment); the trusted-peer lock still waits for HAProxy."""
+    run = run_program(_gateway_api())
+    gateway, config = run.one(GATEWAY), run.one(COMMAND, "-edge-1-config")
+    for policy in run.all(AUTHZ):
+        assert gateway.urn in policy.dependencies
+        assert config.urn not in policy.dependencies
+    assert config.urn in run.one(ENVOY_FILTER, "-trusted-peers").dependencies

@@ -81,7 +81,12 @@ def test_infrastructure_annotations_carry_the_pods_proxy_config_in_both_modes():
 def test_generated_service_is_a_node_port_service_with_pinned_ports_through_parameters_ref():
     config = _config()
     gw = gateway(config)
-    assert gw["metadata"]["annotations"] == {"networking.istio.io/service-type": "NodePort"}
+    assert gw["metadata"]["annotations"] == {
+        "networking.istio.io/service-type": "NodePort",
+        # pulumi up waits for istiod to program it: a NodePort another Service holds fails the update.
+        "pulumi.com/waitFor": "condition=Programmed",
+        "pulumi.com/timeoutSeconds": "300",
+    }
     ref = gw["spec"]["infrastructure"]["parametersRef"]
     parameters = gateway_parameters(config)
     assert (ref["group"], ref["kind"], ref["name"]) == ("", "ConfigMap", parameters["metadata"]["name"])
@@ -114,6 +119,18 @@ def test_istio_objects_attach_to_the_gateway_by_target_refs_never_a_selector():
     lenient = envoy_filter(_config(lambda r: r.update(proxyProtocol={"mode": "envoyfilter", "strict": False})))
     assert [p["patch"]["operation"] for p in lenient["spec"]["configPatches"]] == ["REMOVE", "INSERT_FIRST", "INSERT_FIRST"]
     assert lenient["spec"]["configPatches"][1]["patch"]["value"]["typed_config"]["allow_requests_without_proxy_protocol"] is True
+
+
+def test_istio_objects_are_named_after_the_generated_workload_so_a_mode_switch_adds_them_beside():
+    """Switching gateway.api creates the other mode's objects next to the old ones (which keep the
+    old gateway's PROXY parser and policies until HAProxy has moved) instead of rewriting them."""
+    chart = make_config()
+    gwapi = _config()
+    names = lambda config: {o["metadata"]["name"] for o in [envoy_filter(config), trusted_peer_filter(config),
+                                                            *authorization_policies(config)] if o}
+    assert all(name.startswith(f"{generated_name(gwapi)}-") for name in names(gwapi))
+    assert not any(name.startswith(f"{generated_name(gwapi)}-") for name in names(chart))
+    assert names(chart).isdisjoint(names(gwapi))
 
 
 def test_no_gateway_chart_and_no_deployment_patch():
