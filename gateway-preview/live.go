@@ -444,13 +444,36 @@ func applyApps(ctx context.Context, client kubelib.Client, s *RenderedStack, app
 		}
 		return fmt.Errorf("namespace %s still terminating after 2m", ns)
 	}
+	// The routes file's Namespaces carry labels a Gateway's allowedRoutes selector may ask for:
+	// every namespace the apps use is made with them.
+	routeDocs := []string{}
+	namespaceLabels := map[string]map[string]string{}
+	if s.UsesGatewayAPI() {
+		for _, doc := range strings.Split(gatewayAPIRoutes(s), "\n---\n") {
+			var head struct {
+				Kind     string `json:"kind"`
+				Metadata struct {
+					Name   string            `json:"name"`
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+				return cleanup, err
+			}
+			if head.Kind == "Namespace" {
+				namespaceLabels[head.Metadata.Name] = head.Metadata.Labels
+			} else if strings.TrimSpace(doc) != "" {
+				routeDocs = append(routeDocs, doc)
+			}
+		}
+	}
 	ensureNamespace := func(ns string) error {
 		if existing, err := namespaces.Get(ctx, ns, metav1.GetOptions{}); err == nil && existing.Status.Phase == corev1.NamespaceTerminating {
 			if err := awaitGone(ctx, ns); err != nil {
 				return err
 			}
 		}
-		_, err := namespaces.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		_, err := namespaces.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: namespaceLabels[ns]}}, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil
 		}
@@ -516,23 +539,21 @@ func applyApps(ctx context.Context, client kubelib.Client, s *RenderedStack, app
 			return cleanup, err
 		}
 	}
-	if s.UsesGatewayAPI() {
-		for _, doc := range strings.Split(gatewayAPIRoutes(s), "\n---\n") {
-			var m map[string]any
-			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-				return cleanup, err
-			}
-			if len(m) == 0 {
-				continue
-			}
-			u := &unstructured.Unstructured{Object: m}
-			resource, ok := gvk.ToGVR(gvkOf(u))
-			if !ok {
-				return cleanup, fmt.Errorf("gateway API route: unknown kind %s", u.GetKind())
-			}
-			if err := create(resource, m); err != nil {
-				return cleanup, err
-			}
+	for _, doc := range routeDocs {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			return cleanup, err
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		resource, ok := gvk.ToGVR(gvkOf(u))
+		if !ok {
+			return cleanup, fmt.Errorf("gateway API route: unknown kind %s", u.GetKind())
+		}
+		if err := create(resource, m); err != nil {
+			return cleanup, err
 		}
 	}
 	return cleanup, nil

@@ -41,10 +41,12 @@ def render(lab: Lab, stack: str) -> Path:
     return out
 
 
-def ask(lab: Lab, stack: str, *, live: bool) -> GatewayAnswer:
-    """gateway-preview on the stack: live from the lab's istiod (as the gateway's pods), or offline."""
-    render_dir = render(lab, stack)
-    facts = REPO / "build" / lab.name / ("live" if live else "offline") / stack / "facts.json"
+def ask(lab: Lab, stack: str, *, live: bool, render_dir: Path | None = None, tag: str = "") -> GatewayAnswer:
+    """gateway-preview on the stack: live from the lab's istiod (as the gateway's pods), or offline.
+    render_dir: a render made before (render()) instead of a fresh one; tag: a name of its own for
+    the answer's files (for answers asked while another one runs)."""
+    render_dir = render_dir or render(lab, stack)
+    facts = REPO / "build" / lab.name / ("live" if live else "offline") / (stack + tag) / "facts.json"
     facts.unlink(missing_ok=True)
     argv = [str(GATEWAY_PREVIEW), "-render", str(render_dir), "-stack-file", str(REPO / f"Pulumi.{stack}.yaml"),
             "-facts", str(facts), "-out", str(facts.with_name("listeners.json"))]

@@ -1,0 +1,151 @@
+"""Rollouts observed, not assumed (issue: a real control plane), on the lab-test stack with the
+gateway chart: the real Deployment controller rolls the gateway's pods when their ProxyConfig
+changes, the new pods are ready before HAProxy's config changes, and the two-update enablement
+(lenient, then strict) never leaves a moment where a listener HAProxy sends to has no PROXY
+parser, sampled from the live istiod while each update runs. Tests run in file order.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import pytest
+from pulumi import automation as auto
+
+from lab import gateway_xds
+from tests.lab.conftest import STACK_NAME
+
+CONFIG = "/etc/haproxy/haproxy.cfg"
+NAMESPACE = "istio-system"
+GATEWAY = "istio-ingressgateway"
+PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
+
+
+def _up(edge) -> auto.UpResult:
+    result = edge.stack.up(color="never", on_output=edge.collect)
+    assert result.summary.result == "succeeded"
+    return result
+
+
+def _set(edge, key: str, value: str) -> None:
+    edge.stack.set_config(f"source-ip-edge:{key}", auto.ConfigValue(value), path=True)
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _replica_sets(lab) -> dict[str, dict]:
+    items = lab.kube_json("replicasets", "-n", NAMESPACE, "-l", f"app={GATEWAY}")["items"]
+    return {rs["metadata"]["name"]: rs for rs in items}
+
+
+def _ready_pods(lab, replica_set: str) -> list[dict]:
+    pods = lab.kube_json("pods", "-n", NAMESPACE, "-l", f"app={GATEWAY}")["items"]
+    return [pod for pod in pods
+            if any(o["name"] == replica_set for o in pod["metadata"].get("ownerReferences", []))
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))]
+
+
+def _parsers(facts: dict) -> list[tuple[str, int, int, bool | None]]:
+    """Per listener HAProxy sends to: (name, proxy_protocol filters, its position, allow without)."""
+    return [(listener["name"], listener["proxyProtocolCount"],
+             listener["listenerFilters"].index(PROXY_PROTOCOL) if PROXY_PROTOCOL in listener["listenerFilters"] else -1,
+             listener["allowRequestsWithoutProxyProtocol"])
+            for listener in facts["listeners"] if listener["frontend"]]
+
+
+@pytest.fixture(scope="module")
+def envoyfilter_strict(edge):
+    _set(edge, "proxyProtocol.mode", "envoyfilter")
+    _set(edge, "proxyProtocol.strict", "true")
+    _up(edge)
+    return edge
+
+
+def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_new_pods_are_ready(envoyfilter_strict) -> None:
+    """envoyfilter -> native changes the pods' ProxyConfig (gatewayTopology.proxyProtocol), which
+    Envoy reads at start: a new ReplicaSet through the Deployment controller. Changed in the same
+    update, HAProxy's PROXY version goes live only after the new pods were ready."""
+    edge, lab = envoyfilter_strict, envoyfilter_strict.lab
+    before = _replica_sets(lab)
+    _set(edge, "proxyProtocol.mode", "native")
+    _set(edge, "haproxy.proxyProtocolVersion", "1")
+    try:
+        _up(edge)
+        after = _replica_sets(lab)
+        new = [name for name in after if name not in before or int(before[name]["spec"]["replicas"] or 0) == 0]
+        active = [name for name in new if int(after[name]["spec"]["replicas"] or 0) > 0]
+        assert len(active) == 1, {n: rs["spec"]["replicas"] for n, rs in after.items()}
+        template = after[active[0]]["spec"]["template"]["metadata"]["annotations"]
+        assert '"proxyProtocol": {}' in template["proxy.istio.io/config"]
+        for name, rs in after.items():
+            if name != active[0]:
+                assert int(rs["spec"]["replicas"] or 0) == 0, (name, "the old pods are scaled down")
+        config = lab.host_path(CONFIG)
+        assert "send-proxy " in config.read_text() or "send-proxy\n" in config.read_text()
+        changed_at = config.stat().st_mtime
+        pods = _ready_pods(lab, active[0])
+        assert pods
+        for pod in pods:
+            ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"][0]
+            assert _timestamp(ready["lastTransitionTime"]) <= changed_at, (pod["metadata"]["name"], changed_at)
+        answer = gateway_xds.ask(lab, STACK_NAME, live=True)
+        assert answer.returncode == 0, answer.output[-3000:]
+        assert answer.facts["expected"]["native"] is True
+    finally:
+        _set(edge, "proxyProtocol.mode", "envoyfilter")
+        _set(edge, "haproxy.proxyProtocolVersion", "2")
+    _up(edge)
+
+
+def test_lenient_then_strict_never_leaves_haproxy_facing_a_listener_without_a_parser(envoyfilter_strict) -> None:
+    """The two-update enablement, sampled from the live istiod while each update runs: every answer
+    has one proxy_protocol filter first on every listener HAProxy sends to, lenient after the first
+    update and strict after the second. Strictness lives in the EnvoyFilter, which istiod pushes to
+    running pods, so neither update rolls them (no new ReplicaSet)."""
+    edge, lab = envoyfilter_strict, envoyfilter_strict.lab
+    render_dirs = {}
+    samples: list[tuple[str, list]] = []
+
+    def sample_while(step: str, update) -> None:
+        done = threading.Event()
+
+        def sampler() -> None:
+            n = 0
+            while not done.is_set() and n < 30:
+                answer = gateway_xds.ask(lab, STACK_NAME, live=True, render_dir=render_dirs["now"], tag=f"-sample{n}")
+                samples.append((step, _parsers(answer.facts) if answer.facts else [("no answer", 0, -1, None)]))
+                n += 1
+
+        thread = threading.Thread(target=sampler)
+        thread.start()
+        try:
+            update()
+        finally:
+            done.set()
+            thread.join(timeout=120)
+
+    replica_sets = {name for name, rs in _replica_sets(lab).items() if int(rs["spec"]["replicas"] or 0) > 0}
+    # Strict now; the enablement from scratch is lenient first: go lenient, then strict again.
+    render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
+    _set(edge, "proxyProtocol.strict", "false")
+    sample_while("to lenient", lambda: _up(edge))
+    lenient = gateway_xds.ask(lab, STACK_NAME, live=True)
+    assert lenient.returncode == 0, lenient.output[-3000:]
+    assert {p[3] for p in _parsers(lenient.facts)} == {True}
+    render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
+    _set(edge, "proxyProtocol.strict", "true")
+    sample_while("to strict", lambda: _up(edge))
+    strict = gateway_xds.ask(lab, STACK_NAME, live=True)
+    assert strict.returncode == 0, strict.output[-3000:]
+    assert {p[3] for p in _parsers(strict.facts)} == {False}
+
+    print(f"\nlive samples during the two updates: {len(samples)}")
+    assert len(samples) >= 2
+    for step, listeners in samples:
+        assert listeners, step
+        for name, count, position, _ in listeners:
+            assert count == 1 and position == 0, (step, name, count, position)
+    assert {name for name, rs in _replica_sets(lab).items() if int(rs["spec"]["replicas"] or 0) > 0} == replica_sets
