@@ -45,8 +45,9 @@ NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's default --service-node
 NATIVE_PROXY_PROTOCOL_SINCE = (1, 19)  # gatewayTopology.proxyProtocol
 LISTENER_FILTER_PATCH_SINCE = (1, 17)  # EnvoyFilter applyTo LISTENER_FILTER / INSERT_FIRST
 # gateway.api gateway-api: the generated Service is customised through a ConfigMap that the
-# Gateway's spec.infrastructure.parametersRef names (istiod deploymentcontroller.go, Istio 1.24).
-GATEWAY_API_SINCE = (1, 24)
+# Gateway's spec.infrastructure.parametersRef names: istiod reads it since Istio 1.26.0 (istio/istio
+# #55283, commit 6a74d98; before that the reference is ignored and the pinned NodePorts never apply).
+GATEWAY_API_SINCE = (1, 26)
 # The Gateway API CRDs installed with istio.install: true: the standard channel of the
 # sigs.k8s.io/gateway-api release the pinned Istio line is built against (its go.mod: v1.6.x).
 GATEWAY_API_VERSION = "v1.6.3"
@@ -782,7 +783,7 @@ def _refuse_gateway_api_conflicts(
     if not istio.at_least(GATEWAY_API_SINCE):
         raise ConfigError(
             "gateway.api",
-            f"gateway-api needs Istio >= 1.24 (generated Service customised via spec.infrastructure.parametersRef); istio.version is {istio.version}",
+            f"gateway-api needs Istio >= {GATEWAY_API_SINCE[0]}.{GATEWAY_API_SINCE[1]} (the generated Service is customised through spec.infrastructure.parametersRef); istio.version is {istio.version}",
         )
     if istio.install and istio.version_tuple[:2] != GATEWAY_API_ISTIO_LINE:
         raise ConfigError(

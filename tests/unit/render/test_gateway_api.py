@@ -156,7 +156,7 @@ def test_outputs_describe_the_gateway_and_its_generated_service():
     "mutate,key,words",
     [
         (lambda r: r["istio"].update(gatewayLabels={"app": "edge"}), "istio.gatewayLabels", "gateway-chart key"),
-        (lambda r: r["istio"].update(version="1.23.2"), "gateway.api", "needs Istio >= 1.24"),
+        (lambda r: r["istio"].update(version="1.25.4"), "gateway.api", "needs Istio >= 1.26"),
         (lambda r: r["istio"].update(version="1.30.1"), "gateway.api", "pinned for Istio 1.31"),
         (
             lambda r: (r["istio"].update(install=False), r.update(kubernetes={"renderYamlToDirectory": "/tmp/out"})),
@@ -195,3 +195,14 @@ def test_gateway_api_keys_are_refused_with_the_chart(mutate, key):
 def test_an_adopted_istio_of_another_line_may_use_gateway_api():
     config = _config(lambda r: r["istio"].update(install=False, version="1.26.3"))
     assert config.gateway.api == "gateway-api"
+
+
+@pytest.mark.parametrize("version", ["1.26.0", "1.27.2"])
+def test_gateway_api_is_accepted_from_the_first_istio_that_reads_parameters_ref(version):
+    # istiod reads spec.infrastructure.parametersRef since 1.26.0 (istio/istio#55283).
+    assert _config(lambda r: r["istio"].update(install=False, version=version)).istio.version == version
+
+
+def test_gateway_api_is_refused_on_a_pre_release_of_1_26():
+    with pytest.raises(ConfigError, match=r"^source-ip-edge:gateway.api: gateway-api needs Istio >= 1.26 "):
+        _config(lambda r: r["istio"].update(install=False, version="1.26.0-rc.0"))
