@@ -55,9 +55,9 @@ def _api_client(config: StackConfig) -> kubernetes.client.ApiClient:
 
     if config.kubernetes.context is not None:
         return kubernetes.config.new_client_from_config(config_file=_kubeconfig_path(), context=config.kubernetes.context)
-    provider_config = pulumi.Config("kubernetes")
-    context = provider_config.get("context")
-    path_or_contents = provider_config.get("kubeconfig")
+    # The raw values: kubernetes:kubeconfig is often a secret, and Config.get warns on a secret.
+    context = pulumi.runtime.get_config("kubernetes:context")
+    path_or_contents = pulumi.runtime.get_config("kubernetes:kubeconfig")
     if not path_or_contents:
         return kubernetes.config.new_client_from_config(config_file=_kubeconfig_path(), context=context)
     path = Path(path_or_contents).expanduser()

@@ -192,11 +192,14 @@ def test_the_cluster_read_returns_served_versions_and_leaves_out_missing_crds(ap
     assert versions == {"gateways.gateway.networking.k8s.io": {"v1", "v1beta1"}, "httproutes.gateway.networking.k8s.io": {"v1"}}
 
 
-def test_the_cluster_read_uses_the_default_providers_kubeconfig_contents_and_context(api_server, monkeypatch):
+@pytest.mark.parametrize("given_as", ["contents", "path"])
+def test_the_cluster_read_uses_the_default_providers_kubeconfig_and_context(api_server, monkeypatch, tmp_path, given_as):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
-    pulumi.runtime.set_all_config(
-        {"kubernetes:kubeconfig": yaml.safe_dump(_kubeconfig(api_server, context="ci")), "kubernetes:context": "ci"}, []
-    )
+    contents = yaml.safe_dump(_kubeconfig(api_server, context="ci"))
+    if given_as == "path":
+        (tmp_path / "kubeconfig").write_text(contents)
+    kubeconfig = contents if given_as == "contents" else str(tmp_path / "kubeconfig")
+    pulumi.runtime.set_all_config({"kubernetes:kubeconfig": kubeconfig, "kubernetes:context": "ci"}, [])
     try:
         versions = cluster_crd_versions(parse_stack_config(_gateway_api(install=False)), NAMES)
     finally:
