@@ -107,6 +107,7 @@ func TestRendersCoverEveryMode(t *testing.T) {
 		"envoyfilter strict": false, "envoyfilter lenient": false, "native strict": false, "adopted": false, "installed": false,
 		"trusted peers envoyfilter": false, "trusted peers native": false,
 		"gateway-api envoyfilter": false, "gateway-api native": false,
+		"gateway-api https passthrough": false, "gateway-api https terminated": false,
 	}
 	for _, r := range loadRenders(t) {
 		pp := r.stack.Outputs.ProxyProtocol
@@ -120,6 +121,11 @@ func TestRendersCoverEveryMode(t *testing.T) {
 		}
 		if r.stack.UsesGatewayAPI() {
 			want["gateway-api "+pp.Mode] = true
+			if r.stack.HTTPSTerminates {
+				want["gateway-api https terminated"] = true
+			} else {
+				want["gateway-api https passthrough"] = true
+			}
 		}
 		if r.stack.Outputs.Gateway.Managed {
 			want["installed"] = true
@@ -248,8 +254,9 @@ func checkSNIChains(t *testing.T, gw *GatewayRun, ls []*listener.Listener, e Exp
 		},
 	}
 	for _, c := range calls {
-		if c.name == "terminated" && gw.Stack.UsesGatewayAPI() {
-			// The Gateway API stacks pass HTTPS through (TLSRoute by SNI); nothing terminates TLS.
+		if gw.Stack.UsesGatewayAPI() && (c.name == "terminated") != gw.Stack.HTTPSTerminates {
+			// A Gateway API https listener either passes TLS through (TLSRoute by SNI) or
+			// terminates it (HTTPRoute): one of the two calls applies.
 			continue
 		}
 		t.Run(c.name, func(t *testing.T) {

@@ -79,6 +79,10 @@ type RenderedStack struct {
 	// GatewayAPIObjects are the rendered Gateway API objects (gateway.api: gateway-api), YAML
 	// documents for the fake cluster, where istiod's Gateway API controller reads them.
 	GatewayAPIObjects []string
+	// HTTPSTerminates: the Gateway's https listener terminates TLS (gateway.httpsTls.mode:
+	// Terminate) with the Secrets CertificateSecrets names, in the Gateway's namespace.
+	HTTPSTerminates    bool
+	CertificateSecrets []string
 }
 
 // UsesGatewayAPI: the gateway is a Gateway API Gateway that istiod deploys itself.
@@ -155,6 +159,12 @@ func LoadRenderedStack(dir string) (*RenderedStack, error) {
 				Listeners []struct {
 					Name string `json:"name"`
 					Port int32  `json:"port"`
+					TLS  struct {
+						Mode            string `json:"mode"`
+						CertificateRefs []struct {
+							Name string `json:"name"`
+						} `json:"certificateRefs"`
+					} `json:"tls"`
 				} `json:"listeners"`
 			} `json:"spec"`
 		}
@@ -177,6 +187,12 @@ func LoadRenderedStack(dir string) (*RenderedStack, error) {
 				s.GatewayServicePorts = []ServicePort{{Name: "status-port", Port: 15021, TargetPort: 15021}}
 				for _, l := range head.Spec.Listeners {
 					s.GatewayServicePorts = append(s.GatewayServicePorts, ServicePort{Name: l.Name, Port: l.Port, TargetPort: l.Port})
+					if l.Name == "https" && l.TLS.Mode == "Terminate" {
+						s.HTTPSTerminates = true
+						for _, ref := range l.TLS.CertificateRefs {
+							s.CertificateSecrets = append(s.CertificateSecrets, ref.Name)
+						}
+					}
 				}
 			}
 		case head.Kind == "Deployment" && head.Metadata.Name == s.Outputs.Gateway.Name &&

@@ -39,14 +39,28 @@ SECRET_KEYS = tuple(key for key, node in _SCHEMA["properties"].items() if node.g
 
 # The Istio gateway chart's Service ports; with serviceType LoadBalancer HAProxy sends to these.
 GATEWAY_SERVICE_PORTS = {"http": 80, "https": 443, "status": 15021}
+# Ports Istio's proxy (pilot-agent and Envoy) binds itself in every gateway pod ("Ports used by Istio",
+# istio.io docs/ops/deployment/application-requirements): a listener there clashes with them.
+ISTIO_PROXY_PORTS = {15000: "Envoy admin", 15001: "Envoy outbound", 15004: "debug", 15006: "Envoy inbound",
+                     15008: "HBONE", 15009: "HBONE", 15020: "merged Prometheus telemetry", 15021: "health checks",
+                     15053: "DNS", 15090: "Envoy Prometheus telemetry"}
+# A Kubernetes Service name is a DNS-1035 label (a letter first, at most 63 characters); istiod names
+# a Gateway's Service `<gateway>-istio` and does not shorten it (gatewaycommon GetDefaultName).
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A Kubernetes label key: an optional DNS-subdomain prefix (at most 253 characters) and '/', then a
+# name of at most 63 (k8s.io/apimachinery validation.IsQualifiedName).
+_LABEL_KEY_PREFIX = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_KEY_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+GATEWAY_API_MAX_CERTIFICATE_REFS = 64  # Gateway listener tls.certificateRefs maxItems (Gateway API CRD)
 NODE_PORT_RANGE = range(30000, 32768)  # kube-apiserver's default --service-node-port-range
 
 # Istio versions that matter to what we render.
 NATIVE_PROXY_PROTOCOL_SINCE = (1, 19)  # gatewayTopology.proxyProtocol
 LISTENER_FILTER_PATCH_SINCE = (1, 17)  # EnvoyFilter applyTo LISTENER_FILTER / INSERT_FIRST
 # gateway.api gateway-api: the generated Service is customised through a ConfigMap that the
-# Gateway's spec.infrastructure.parametersRef names (istiod deploymentcontroller.go, Istio 1.24).
-GATEWAY_API_SINCE = (1, 24)
+# Gateway's spec.infrastructure.parametersRef names: istiod reads it since Istio 1.26.0 (istio/istio
+# #55283, commit 6a74d98; before that the reference is ignored and the pinned NodePorts never apply).
+GATEWAY_API_SINCE = (1, 26)
 # The Gateway API CRDs installed with istio.install: true: the standard channel of the
 # sigs.k8s.io/gateway-api release the pinned Istio line is built against (its go.mod: v1.6.x).
 GATEWAY_API_VERSION = "v1.6.3"
@@ -339,7 +353,7 @@ def parse_stack_config(
     _check_vrrp_password(vrrp_password, haproxy.vip)
     access = _parse_access(raw.get("access") or {}, gateway)
     kubernetes = _parse_kubernetes(raw.get("kubernetes") or {}, istio)
-    _refuse_gateway_api_conflicts(raw, gateway, istio, kubernetes)
+    _refuse_gateway_api_conflicts(raw, gateway, istio, kubernetes, haproxy)
     return StackConfig(haproxy, gateway, istio, proxy_protocol, access, kubernetes)
 
 
@@ -468,10 +482,24 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
     _refuse_duplicates_in_mapping(node_ports, "gateway.nodePorts")
     target_ports = _with_defaults(raw["targetPorts"], "gateway.targetPorts")
     _refuse_duplicates_in_mapping(target_ports, "gateway.targetPorts")
+    for name, port in target_ports.items():
+        if port in ISTIO_PROXY_PORTS:
+            raise ConfigError(
+                f"gateway.targetPorts.{name}",
+                f"{port} is a port Istio's proxy uses itself ({ISTIO_PROXY_PORTS[port]}) in every gateway pod; choose another",
+            )
     allowed_routes = _with_defaults(raw["allowedRoutes"], "gateway.allowedRoutes")
     namespaces, namespace_labels = allowed_routes["namespaces"], allowed_routes["namespaceLabels"]
     if namespaces == "Selector" and not namespace_labels:
         raise ConfigError("gateway.allowedRoutes.namespaceLabels", "must name at least one label when namespaces is Selector")
+    for label_key in namespace_labels:
+        prefix, _, name = label_key.rpartition("/")
+        if label_key.count("/") > 1 or not _LABEL_KEY_NAME.match(name) or ("/" in label_key and not _LABEL_KEY_PREFIX.match(prefix)):
+            raise ConfigError(
+                "gateway.allowedRoutes.namespaceLabels",
+                f"{json.dumps(label_key)} is not a Kubernetes label key (an optional DNS-subdomain prefix and '/', then at most "
+                "63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
+            )
     if namespaces != "Selector" and namespace_labels:
         raise ConfigError("gateway.allowedRoutes.namespaceLabels", f"is only used with namespaces: Selector (namespaces is {namespaces})")
     https_tls = _with_defaults(raw["httpsTls"], "gateway.httpsTls")
@@ -481,6 +509,11 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
         raise ConfigError("gateway.httpsTls.certificateSecrets", "must name the TLS Secret(s) when mode is Terminate")
     if https_tls["mode"] == "Passthrough" and secrets:
         raise ConfigError("gateway.httpsTls.certificateSecrets", "is only used with mode: Terminate (Passthrough leaves TLS to the applications)")
+    if len(secrets) > GATEWAY_API_MAX_CERTIFICATE_REFS:
+        raise ConfigError(
+            "gateway.httpsTls.certificateSecrets",
+            f"names {len(secrets)} Secrets; a Gateway listener takes at most {GATEWAY_API_MAX_CERTIFICATE_REFS} certificateRefs",
+        )
     return GatewaySettings(
         nodes=nodes,
         service_type=service_type,
@@ -757,7 +790,11 @@ def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> Kubernete
 
 
 def _refuse_gateway_api_conflicts(
-    raw: Mapping[str, Any], gateway: GatewaySettings, istio: IstioSettings, kubernetes: KubernetesSettings
+    raw: Mapping[str, Any],
+    gateway: GatewaySettings,
+    istio: IstioSettings,
+    kubernetes: KubernetesSettings,
+    haproxy: HAProxySettings,
 ) -> None:
     """Keys that only mean something for one gateway.api, and what gateway-api needs of Istio."""
     # Compared with the schema's defaults, not by presence: a stack file may spell defaults out.
@@ -779,10 +816,24 @@ def _refuse_gateway_api_conflicts(
             "istio.gatewayLabels",
             "is a gateway-chart key; with gateway.api: gateway-api istiod labels the pods and objects attach by targetRefs: remove it",
         )
+    generated = f"{istio.gateway_name}-istio"
+    if not _DNS_1035_LABEL.match(generated):
+        raise ConfigError(
+            "istio.gatewayName",
+            f"{istio.gateway_name!r} names the Service istiod generates {generated!r}, which is not a valid Service name "
+            "(a letter first, at most 63 characters): use a name that starts with a letter, at most 57 characters",
+        )
+    if not any(frontend.gateway_port == "https" for frontend in haproxy.frontends):
+        default = gateway_defaults["httpsTls"]
+        if (gateway.https_tls_mode, list(gateway.https_certificate_secrets)) != tuple(default.values()):
+            raise ConfigError(
+                "gateway.httpsTls",
+                "is unused: no haproxy.frontends entry has gatewayPort: https, so the Gateway has no HTTPS listener",
+            )
     if not istio.at_least(GATEWAY_API_SINCE):
         raise ConfigError(
             "gateway.api",
-            f"gateway-api needs Istio >= 1.24 (generated Service customised via spec.infrastructure.parametersRef); istio.version is {istio.version}",
+            f"gateway-api needs Istio >= {GATEWAY_API_SINCE[0]}.{GATEWAY_API_SINCE[1]} (the generated Service is customised through spec.infrastructure.parametersRef); istio.version is {istio.version}",
         )
     if istio.install and istio.version_tuple[:2] != GATEWAY_API_ISTIO_LINE:
         raise ConfigError(

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pulumi
 
-from source_ip_edge.config import ConfigError, PROJECT, TOP_LEVEL_KEYS, check_known_keys, parse_stack_config
+from typing import Callable, Collection, Mapping, Sequence
+
+from source_ip_edge.config import ConfigError, PROJECT, TOP_LEVEL_KEYS, StackConfig, check_known_keys, parse_stack_config
+from source_ip_edge.render.gateway_api import check_required_crds, required_crds
+from source_ip_edge.resources.gateway_api import cluster_crd_versions
 from source_ip_edge.resources.source_ip_edge import SourceIpEdge
+
+CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
 
 
 def read_stack_config():
@@ -40,6 +46,20 @@ def _all_config_keys() -> set[str]:
     return keys
 
 
-def build() -> SourceIpEdge:
+def check_cluster(config: StackConfig, crd_versions: CrdVersions) -> None:
+    """What the stack needs of an adopted cluster, checked before any resource is declared (in
+    preview too): with gateway.api: gateway-api and istio.install: false, the Gateway API CRDs."""
+    needed = required_crds(config)
+    if config.istio.install or not needed:
+        return
+    try:
+        check_required_crds(config, crd_versions(config, needed))
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+def build(crd_versions: CrdVersions = cluster_crd_versions) -> SourceIpEdge:
+    """`crd_versions` reads the cluster's CRDs; the offline render and the tests pass their own."""
     config, secrets = read_stack_config()
+    check_cluster(config, crd_versions)
     return SourceIpEdge("edge", {"config": config, **secrets})

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import yaml
 
-from source_ip_edge.config import GATEWAY_API_VERSION, GATEWAY_SERVICE_PORTS, StackConfig
+from source_ip_edge.config import GATEWAY_API_ISTIO_LINE, GATEWAY_API_VERSION, GATEWAY_SERVICE_PORTS, ConfigError, StackConfig
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_CLASS = "istio"
@@ -197,3 +197,33 @@ def required_crds(config: StackConfig) -> list[str]:
     if config.gateway.https_tls_mode == "Passthrough":
         kinds.append("tlsroutes")
     return [f"{kind}.{GATEWAY_API_GROUP}" for kind in kinds]
+
+
+def check_required_crds(config: StackConfig, served_versions: Mapping[str, Collection[str]]) -> None:
+    """Refuse an adopted cluster (istio.install: false) that lacks a Gateway API CRD this stack needs,
+    or whose Gateway CRD does not serve the v1 our Gateway is written in (Gateway API before v1.0).
+
+    `served_versions`: each required CRD the cluster has, with the versions it serves (the cluster
+    read is resources/gateway_api.py's); one a CRD the cluster lacks is absent. Raises ConfigError.
+    """
+    if config.istio.install:
+        return
+    required = required_crds(config)
+    missing = [crd for crd in required if crd not in served_versions]
+    line = f"{GATEWAY_API_ISTIO_LINE[0]}.{GATEWAY_API_ISTIO_LINE[1]}"
+    if missing:
+        raise ConfigError(
+            "gateway.api",
+            f"gateway-api needs the Gateway API CRDs, which source-ip-edge:istio.install: false leaves to you, and the cluster "
+            f"lacks {', '.join(missing)}: install the standard channel of the Gateway API release your Istio supports "
+            f"({GATEWAY_API_VERSION} for Istio {line}) before `pulumi up`",
+        )
+    gateways = f"gateways.{GATEWAY_API_GROUP}"
+    if gateways in served_versions and "v1" not in served_versions[gateways]:
+        raise ConfigError(
+            "gateway.api",
+            f"gateway-api writes a {GATEWAY_API_GROUP}/v1 Gateway, and the cluster's {gateways} serves only "
+            f"{', '.join(sorted(served_versions[gateways])) or 'no version'} (Gateway API before v1.0); with "
+            f"source-ip-edge:istio.install: false upgrade the CRDs to the standard channel your Istio supports "
+            f"({GATEWAY_API_VERSION} for Istio {line})",
+        )

@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # The istio.io/istio module whose CRDs (manifests/charts/base/files/crd-all.gen.yaml) we validate
 # against: the same commit gateway-preview/ compiles istiod's generator from.
 ISTIO_MODULE_PATH = "istio.io/istio"
-STACKS = ("dev", "prod", "gwapi")
+# The project's example stacks, and the gateway preview's Gateway API variants (adopted Istio with
+# native PROXY; a terminating HTTPS listener), whose objects the schema checks cover too.
+VARIANTS_ROOT = ROOT / "gateway-preview" / "testdata" / "stacks"
+VARIANT_STACKS = ("gwapi-native", "gwapi-terminate")
+STACKS = ("dev", "prod", "gwapi") + VARIANT_STACKS
 
 
 def istio_module_version() -> str:
@@ -44,8 +48,10 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for stack in STACKS:
         target = tmp_path_factory.mktemp("render") / stack
+        project_root = VARIANTS_ROOT if stack in VARIANT_STACKS else ROOT
         result = subprocess.run(
-            [sys.executable, "-m", "source_ip_edge.tools.render", "--stack", stack, "--out", str(target)],
+            [sys.executable, "-m", "source_ip_edge.tools.render", "--stack", stack, "--out", str(target),
+             "--project-root", str(project_root)],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert result.returncode == 0, result.stderr

@@ -16,7 +16,8 @@ from source_ip_edge.tools import gateway_api_crds
 
 from .test_istio_schema import _strict
 
-GATEWAY_API_STACKS = ("gwapi",)
+GATEWAY_API_STACKS = ("gwapi", "gwapi-native", "gwapi-terminate")
+INSTALLING_STACKS = ("gwapi", "gwapi-terminate")  # istio.install: true, so the pinned CRDs are rendered
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +70,7 @@ def test_rendered_gateway_api_objects_match_the_pinned_crds(stack, rendered, gat
         jsonschema.validate({"spec": obj["spec"]}, {**schema, "required": ["spec"]})
 
 
-@pytest.mark.parametrize("stack", GATEWAY_API_STACKS)
+@pytest.mark.parametrize("stack", INSTALLING_STACKS)
 def test_rendered_crds_are_the_pinned_objects_unchanged(stack, rendered):
     pinned = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(PINNED_INSTALL.read_text()) if o}
     written = {(o["kind"], o["metadata"]["name"]): o for _, o in _objects(rendered[stack]) if (o["kind"], o["metadata"]["name"]) in pinned}
@@ -102,3 +103,15 @@ def test_strict_gateway_schema_catches_a_misspelt_field(gateway_api_schemas):
                      "infrastructure": {"annotation": {"proxy.istio.io/config": "{}"}}}}
     with pytest.raises(jsonschema.ValidationError, match="annotation"):
         jsonschema.validate(typo, schema)
+
+
+def test_the_gateway_api_stacks_cover_both_https_listeners(rendered):
+    """The schema checks above see a passthrough HTTPS listener and a terminating one."""
+    https = {}
+    for stack in GATEWAY_API_STACKS:
+        gateway = next(o for _, o in _objects(rendered[stack]) if o["kind"] == "Gateway")
+        https[stack] = next(listener for listener in gateway["spec"]["listeners"] if listener["name"] == "https")
+    modes = {(listener["protocol"], listener["tls"]["mode"]) for listener in https.values()}
+    assert modes == {("TLS", "Passthrough"), ("HTTPS", "Terminate")}, https
+    terminating = https["gwapi-terminate"]["tls"]
+    assert terminating["certificateRefs"] == [{"group": "", "kind": "Secret", "name": "edge-tls"}]

@@ -98,8 +98,24 @@ def unwrap_secret(value: Any) -> tuple[bool, Any]:
 _GENERATED = object()
 
 
-def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED, secrets: dict[str, str] | None = None) -> Run:
-    """`secrets`: other secret keys (e.g. vrrpPassword), set as `pulumi config set --secret` would."""
+def crds_the_stack_needs(_config, names) -> dict[str, set[str]]:
+    """A cluster that has every CRD asked for, serving v1."""
+    return {name: {"v1"} for name in names}
+
+
+def run_program(
+    raw_config: dict[str, Any],
+    *,
+    ssh_private_key: Any = _GENERATED,
+    secrets: dict[str, str] | None = None,
+    crd_versions=crds_the_stack_needs,
+    extra_config: dict[str, str] | None = None,
+    run: Run | None = None,
+) -> Run:
+    """`secrets`: other secret keys (e.g. vrrpPassword), set as `pulumi config set --secret` would.
+    `crd_versions`: the cluster's CRDs as the program's cluster read would return them.
+    `extra_config`: other namespaces' keys (e.g. kubernetes:context), as plain strings.
+    `run`: where to record, for a test that looks at the registrations of a program that fails."""
     if ssh_private_key is _GENERATED:
         ssh_private_key = generated_private_key()
     config = {f"source-ip-edge:{key}": json.dumps(value) for key, value in raw_config.items()}
@@ -110,14 +126,15 @@ def run_program(raw_config: dict[str, Any], *, ssh_private_key: Any = _GENERATED
     for key, value in (secrets or {}).items():
         config[f"source-ip-edge:{key}"] = value
         secret_keys.append(f"source-ip-edge:{key}")
+    config.update(extra_config or {})
     pulumi.runtime.set_all_config(config, secret_keys)
-    run = Run()
+    run = run if run is not None else Run()
     mocks = _Mocks()
     pulumi.runtime.set_mocks(mocks, project="source-ip-edge", stack="unit", preview=False, monitor=_RecordingMonitor(mocks, run))
 
     @pulumi.runtime.test
     def program():
-        run.edge = build()
+        run.edge = build(crd_versions=crd_versions)
         run.outputs = run.edge.outputs
         return pulumi.Output.from_input(run.edge.outputs)
 

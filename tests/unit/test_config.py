@@ -128,6 +128,8 @@ BAD_VALUES = [
     ("render-with-context", _set(("kubernetes",), {"renderYamlToDirectory": "/tmp/out", "context": "prod"}), "kubernetes.renderYamlToDirectory", "istio.install: false"),
     ("context-with-render", lambda r: (r["istio"].update(install=False), r.update(kubernetes={"renderYamlToDirectory": "/tmp/out", "context": "prod"})), "kubernetes.context", "cannot be combined"),
     ("unknown-section", _set(("acess",), {}), "acess", "not a known key"),
+    ("target-port-istio-status", _set(("gateway", "targetPorts"), {"http": 15021}), "gateway.targetPorts.http", "Istio's proxy uses itself (health checks)"),
+    ("target-port-envoy-admin", _set(("gateway", "targetPorts"), {"https": 15000}), "gateway.targetPorts.https", "Istio's proxy uses itself (Envoy admin)"),
 ]
 
 

@@ -173,7 +173,7 @@ def test_outputs_describe_the_gateway_and_its_generated_service():
     "mutate,key,words",
     [
         (lambda r: r["istio"].update(gatewayLabels={"app": "edge"}), "istio.gatewayLabels", "gateway-chart key"),
-        (lambda r: r["istio"].update(version="1.23.2"), "gateway.api", "needs Istio >= 1.24"),
+        (lambda r: r["istio"].update(version="1.25.4"), "gateway.api", "needs Istio >= 1.26"),
         (lambda r: r["istio"].update(version="1.30.1"), "gateway.api", "pinned for Istio 1.31"),
         (
             lambda r: (r["istio"].update(install=False), r.update(kubernetes={"renderYamlToDirectory": "/tmp/out"})),
@@ -185,9 +185,55 @@ def test_outputs_describe_the_gateway_and_its_generated_service():
         (lambda r: r["gateway"].update(httpsTls={"mode": "Terminate"}), "gateway.httpsTls.certificateSecrets", "must name the TLS Secret"),
         (lambda r: r["gateway"].update(httpsTls={"certificateSecrets": ["c"]}), "gateway.httpsTls.certificateSecrets", "only used with mode: Terminate"),
         (lambda r: r["gateway"].update(api="gateway-apis"), "gateway.api", "is not one of"),
+        (lambda r: r["gateway"].update(allowedRoutes={"namespaces": "Some"}), "gateway.allowedRoutes.namespaces", "is not one of"),
+        (
+            lambda r: r["gateway"].update(allowedRoutes={"namespaces": "Selector", "namespaceLabels": {"team routes": "yes"}}),
+            "gateway.allowedRoutes.namespaceLabels",
+            '"team routes" is not a Kubernetes label key',
+        ),
+        (
+            lambda r: r["gateway"].update(allowedRoutes={"namespaces": "Selector", "namespaceLabels": {"Example.com/routes": "yes"}}),
+            "gateway.allowedRoutes.namespaceLabels",
+            "is not a Kubernetes label key",
+        ),
+        (
+            lambda r: r["gateway"].update(allowedRoutes={"namespaces": "Selector", "namespaceLabels": {"routes": "not ok"}}),
+            "gateway.allowedRoutes.namespaceLabels.routes",
+            "is not a valid name",
+        ),
+        (lambda r: r["gateway"].update(httpsTls={"mode": "Reencrypt"}), "gateway.httpsTls.mode", "is not one of"),
+        (
+            lambda r: r["gateway"].update(httpsTls={"mode": "Terminate", "certificateSecrets": ["edge-tls", "edge-tls"]}),
+            "gateway.httpsTls.certificateSecrets[1]",
+            "duplicate entry edge-tls",
+        ),
+        (
+            lambda r: r["gateway"].update(httpsTls={"mode": "Terminate", "certificateSecrets": ["Edge_TLS"]}),
+            "gateway.httpsTls.certificateSecrets[0]",
+            "is not a valid name",
+        ),
+        (
+            lambda r: r["gateway"].update(httpsTls={"mode": "Terminate", "certificateSecrets": [f"tls-{i}" for i in range(65)]}),
+            "gateway.httpsTls.certificateSecrets",
+            "at most 64 certificateRefs",
+        ),
+        (
+            lambda r: (
+                r["haproxy"].update(frontends=[{"name": "http", "bind": ":80", "gatewayPort": "http"}]),
+                r["gateway"].update(httpsTls={"mode": "Terminate", "certificateSecrets": ["edge-tls"]}),
+            ),
+            "gateway.httpsTls",
+            "no haproxy.frontends entry has gatewayPort: https",
+        ),
+        (lambda r: r["gateway"].update(targetPorts={"https": 15021}), "gateway.targetPorts.https", "Istio's proxy uses itself (health checks)"),
+        (lambda r: r["istio"].update(gatewayName="1edge"), "istio.gatewayName", "'1edge-istio', which is not a valid Service name"),
+        (lambda r: r["istio"].update(gatewayName="e" * 58), "istio.gatewayName", "at most 57 characters"),
     ],
     ids=["chart-labels", "old-istio", "other-istio-line-installed", "render-to-directory", "selector-without-labels",
-         "labels-without-selector", "terminate-without-secret", "secret-with-passthrough", "unknown-api"],
+         "labels-without-selector", "terminate-without-secret", "secret-with-passthrough", "unknown-api",
+         "unknown-route-namespaces", "label-key-with-space", "label-key-prefix-upper-case", "label-value-with-space",
+         "unknown-tls-mode", "duplicate-secret", "secret-name-not-dns", "too-many-secrets", "https-tls-without-https-frontend",
+         "listener-on-istio-status-port", "service-name-starts-with-digit", "service-name-too-long"],
 )
 def test_bad_gateway_api_combinations_are_refused_naming_the_key(mutate, key, words):
     with pytest.raises(ConfigError) as caught:
@@ -212,3 +258,25 @@ def test_gateway_api_keys_are_refused_with_the_chart(mutate, key):
 def test_an_adopted_istio_of_another_line_may_use_gateway_api():
     config = _config(lambda r: r["istio"].update(install=False, version="1.26.3"))
     assert config.gateway.api == "gateway-api"
+
+
+@pytest.mark.parametrize("version", ["1.26.0", "1.27.2"])
+def test_gateway_api_is_accepted_from_the_first_istio_that_reads_parameters_ref(version):
+    # istiod reads spec.infrastructure.parametersRef since 1.26.0 (istio/istio#55283).
+    assert _config(lambda r: r["istio"].update(install=False, version=version)).istio.version == version
+
+
+def test_gateway_api_is_refused_on_a_pre_release_of_1_26():
+    with pytest.raises(ConfigError, match=r"^source-ip-edge:gateway.api: gateway-api needs Istio >= 1.26 "):
+        _config(lambda r: r["istio"].update(install=False, version="1.26.0-rc.0"))
+
+
+def test_the_longest_gateway_name_istiod_can_name_a_service_after_is_accepted():
+    config = _config(lambda r: r["istio"].update(gatewayName="e" * 57))
+    assert len(generated_name(config)) == 63
+
+
+@pytest.mark.parametrize("label_key", ["routes", "source-ip-edge/routes", "team.example.com/routes", "a" * 63])
+def test_kubernetes_label_keys_are_accepted_for_route_namespaces(label_key):
+    config = _config(lambda r: r["gateway"].update(allowedRoutes={"namespaces": "Selector", "namespaceLabels": {label_key: "yes"}}))
+    assert dict(config.gateway.allowed_route_labels) == {label_key: "yes"}
