@@ -1,8 +1,12 @@
 """Rollouts observed, not assumed (issue: a real control plane), on the lab-test stack with the
-gateway chart: the real Deployment controller rolls the gateway's pods when their ProxyConfig
-changes, the new pods are ready before HAProxy's config changes, and the two-update enablement
-(lenient, then strict) never leaves a moment where a listener HAProxy sends to has no PROXY
-parser, sampled from the live istiod while each update runs. Tests run in file order.
+gateway chart. The gateway pods' ProxyConfig (read by Envoy at start only) carries
+gatewayTopology: numTrustedProxies, and always the native PROXY parser, which the EnvoyFilter
+replaces in envoyfilter mode (render/proxy_protocol.py). So a numTrustedProxies change rolls the
+pods through the real Deployment controller, and the new pods are ready before HAProxy's config
+changes; strictness and the mode live in the EnvoyFilter, which istiod pushes to running pods, so
+lenient -> strict and envoyfilter -> native roll nothing, and, sampled from the live istiod while
+each update runs, never leave a listener HAProxy sends to without exactly one PROXY parser first.
+Tests run in file order.
 """
 
 from __future__ import annotations
@@ -65,12 +69,13 @@ def envoyfilter_strict(edge):
 
 
 def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_new_pods_are_ready(envoyfilter_strict) -> None:
-    """envoyfilter -> native changes the pods' ProxyConfig (gatewayTopology.proxyProtocol), which
-    Envoy reads at start: a new ReplicaSet through the Deployment controller. Changed in the same
-    update, HAProxy's PROXY version goes live only after the new pods were ready."""
+    """numTrustedProxies 0 -> 1 changes the pods' ProxyConfig: a new ReplicaSet through the
+    Deployment controller. Changed in the same update, HAProxy's PROXY version goes live only after
+    the new pods were ready."""
     edge, lab = envoyfilter_strict, envoyfilter_strict.lab
     before = _replica_sets(lab)
-    _set(edge, "proxyProtocol.mode", "native")
+    _set(edge, "istio.numTrustedProxies", "1")
+    _set(edge, "istio.httpProxiesInFront", "true")
     _set(edge, "haproxy.proxyProtocolVersion", "1")
     try:
         _up(edge)
@@ -79,7 +84,7 @@ def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_n
         active = [name for name in new if int(after[name]["spec"]["replicas"] or 0) > 0]
         assert len(active) == 1, {n: rs["spec"]["replicas"] for n, rs in after.items()}
         template = after[active[0]]["spec"]["template"]["metadata"]["annotations"]
-        assert '"proxyProtocol": {}' in template["proxy.istio.io/config"]
+        assert '"numTrustedProxies": 1' in template["proxy.istio.io/config"], template
         for name, rs in after.items():
             if name != active[0]:
                 assert int(rs["spec"]["replicas"] or 0) == 0, (name, "the old pods are scaled down")
@@ -93,18 +98,19 @@ def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_n
             assert _timestamp(ready["lastTransitionTime"]) <= changed_at, (pod["metadata"]["name"], changed_at)
         answer = gateway_xds.ask(lab, STACK_NAME, live=True)
         assert answer.returncode == 0, answer.output[-3000:]
-        assert answer.facts["expected"]["native"] is True
+        assert {tuple(listener["xffNumTrustedHops"]) for listener in answer.facts["listeners"]} == {(1,)}
     finally:
-        _set(edge, "proxyProtocol.mode", "envoyfilter")
+        _set(edge, "istio.numTrustedProxies", "0")
+        _set(edge, "istio.httpProxiesInFront", "false")
         _set(edge, "haproxy.proxyProtocolVersion", "2")
     _up(edge)
 
 
-def test_lenient_then_strict_never_leaves_haproxy_facing_a_listener_without_a_parser(envoyfilter_strict) -> None:
-    """The two-update enablement, sampled from the live istiod while each update runs: every answer
-    has one proxy_protocol filter first on every listener HAProxy sends to, lenient after the first
-    update and strict after the second. Strictness lives in the EnvoyFilter, which istiod pushes to
-    running pods, so neither update rolls them (no new ReplicaSet)."""
+def test_lenient_then_strict_and_a_mode_switch_never_leave_haproxy_facing_a_listener_without_a_parser(envoyfilter_strict) -> None:
+    """The two-update enablement, then envoyfilter -> native and back, sampled from the live istiod
+    while each update runs: every answer has one proxy_protocol filter first on every listener
+    HAProxy sends to; lenient after the first update, strict after the second. None of the updates
+    rolls the pods (no other active ReplicaSet)."""
     edge, lab = envoyfilter_strict, envoyfilter_strict.lab
     render_dirs = {}
     samples: list[tuple[str, list]] = []
@@ -141,9 +147,16 @@ def test_lenient_then_strict_never_leaves_haproxy_facing_a_listener_without_a_pa
     strict = gateway_xds.ask(lab, STACK_NAME, live=True)
     assert strict.returncode == 0, strict.output[-3000:]
     assert {p[3] for p in _parsers(strict.facts)} == {False}
+    for mode in ("native", "envoyfilter"):
+        render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
+        _set(edge, "proxyProtocol.mode", mode)
+        sample_while(f"to {mode}", lambda: _up(edge))
+        switched = gateway_xds.ask(lab, STACK_NAME, live=True)
+        assert switched.returncode == 0, switched.output[-3000:]
+        assert switched.facts["expected"]["native"] is (mode == "native")
 
-    print(f"\nlive samples during the two updates: {len(samples)}")
-    assert len(samples) >= 2
+    print(f"\nlive samples during the four updates: {len(samples)} ({', '.join(step for step, _ in samples)})")
+    assert {step for step, _ in samples} == {"to lenient", "to strict", "to native", "to envoyfilter"}
     for step, listeners in samples:
         assert listeners, step
         for name, count, position, _ in listeners:
