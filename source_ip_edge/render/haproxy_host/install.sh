@@ -5,10 +5,12 @@
 # when they are there. Run after lib.sh and keepalived_lib.sh (scripts.py).
 set -eu
 take_host_lock
-record_host_before
+manage_haproxy
+record_before
 packages="haproxy socat"
 if [ "${WITH_KEEPALIVED:-no}" = yes ]; then
-  record_keepalived_before
+  manage_keepalived
+  record_before
   packages="$packages keepalived"
 fi
 

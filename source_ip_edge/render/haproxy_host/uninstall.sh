@@ -5,14 +5,15 @@
 set -eu
 [ -d "$STATE_DIR" ] || { log "no record of source-ip-edge on this host"; exit 0; }
 take_host_lock
-if [ "$(before record)" = ok ]; then
+manage_haproxy
+if [ "$(recorded record)" = ok ]; then
   if [ -s "$INSTALLED" ]; then
     packages=$(tr '\n' ' ' <"$INSTALLED")
     if command -v apt-get >/dev/null 2>&1; then
       # Purge also removes the package's conffiles, haproxy.cfg among them: only when the
       # host had no haproxy.cfg of its own before us.
       how=purge
-      [ "$(before config_existed)" = yes ] && how=remove
+      [ "$(recorded config_existed)" = yes ] && how=remove
       # shellcheck disable=SC2086 # one word per package
       DEBIAN_FRONTEND=noninteractive apt-get "$how" -y -q $packages >/dev/null
     else
@@ -21,7 +22,7 @@ if [ "$(before record)" = ok ]; then
     fi
     log "removed the packages source-ip-edge installed: $packages"
   fi
-  was=$(before selinux_haproxy_connect_any)
+  was=$(recorded selinux_haproxy_connect_any)
   if [ "$was" = off ] && selinux_enforcing; then
     setsebool -P haproxy_connect_any 0
     log "reset the SELinux boolean haproxy_connect_any to off"
