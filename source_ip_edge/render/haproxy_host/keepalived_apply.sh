@@ -11,6 +11,9 @@ set -eu
 take_host_lock
 manage_keepalived
 record_before
+# Normally installed by install.sh; here too, so an apply after this resource's own restore (a
+# replace: restore first, then apply) finds keepalived.
+install_packages keepalived "$KA_INSTALLED"
 
 IFS= read -r vrrp_password || true
 [ -n "$vrrp_password" ] || fail "no VRRP password on stdin (the secret source-ip-edge:vrrpPassword)"

@@ -11,6 +11,7 @@
 #   LOADED_FILE         where that script writes the identity of the config keepalived runs
 
 KA_BEFORE=$STATE_DIR/keepalived.before   # the record of keepalived before us
+KA_INSTALLED=$STATE_DIR/keepalived.installed   # packages installed for keepalived, removed with it
 
 # keepalived's reload is verified through its vrrp_script, which runs each second: 15 s.
 manage_keepalived() { manage keepalived "$KEEPALIVED_CONF" "$KA_BEFORE" "keepalived -t" 150; }

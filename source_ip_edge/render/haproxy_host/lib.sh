@@ -60,6 +60,66 @@ package_installed() {
 
 selinux_enforcing() { command -v getenforce >/dev/null 2>&1 && [ "$(getenforce)" = Enforcing ]; }
 
+# --- packages ---------------------------------------------------------------------------------
+
+# install_packages "NAME..." LIST: installs the missing ones of those packages with the host's
+# package manager and appends every package that adds (dependencies too) to the file LIST, from
+# which remove_packages takes them off again. Nothing when they are there.
+install_packages() {
+  missing=""
+  for p in $1; do package_installed "$p" || missing="$missing $p"; done
+  if [ -z "$missing" ]; then log "$1 already installed"; return 0; fi
+  if command -v apt-get >/dev/null 2>&1; then
+    dpkg-query -W -f '${binary:Package}\n' | sort >"$STATE_DIR/packages.before"
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      # Exit 101 = "action forbidden" (invoke-rc.d(8)): the package's postinst does not start
+      # the service; apply_managed_file starts it once the config is ours and checked.
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      policy=/usr/sbin/policy-rc.d
+    fi
+    log "apt-get update; apt-get install$missing"
+    # shellcheck disable=SC2086 # one word per package
+    if ! { apt-get update -q >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null; }; then
+      rm -f "$policy"
+      fail "apt-get could not install$missing"
+    fi
+    rm -f "$policy"
+    dpkg-query -W -f '${binary:Package}\n' | sort | comm -13 "$STATE_DIR/packages.before" - >>"$2"
+  elif command -v dnf >/dev/null 2>&1; then
+    rpm -qa --qf '%{NAME}\n' | sort >"$STATE_DIR/packages.before"
+    log "dnf install$missing"
+    # shellcheck disable=SC2086 # one word per package
+    dnf install -y -q $missing >/dev/null
+    rpm -qa --qf '%{NAME}\n' | sort | comm -13 "$STATE_DIR/packages.before" - >>"$2"
+  else
+    fail "no apt-get or dnf on this host; install$missing yourself"
+  fi
+  rm -f "$STATE_DIR/packages.before"
+  log "installed$missing"
+}
+
+# remove_packages LIST: removes the packages install_packages listed in LIST, then LIST. Purged
+# (with their conffiles) unless the record of the selected managed file says the host had that
+# file before us: then removed, so the host's own file stays.
+remove_packages() {
+  [ -s "$1" ] || { rm -f "$1"; return 0; }
+  packages=$(tr '\n' ' ' <"$1")
+  if command -v apt-get >/dev/null 2>&1; then
+    how=purge
+    [ "$(recorded config_existed)" = yes ] && how=remove
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get "$how" -y -q $packages >/dev/null
+  else
+    # shellcheck disable=SC2086 # one word per package
+    dnf remove -y -q $packages >/dev/null
+  fi
+  rm -f "$1"
+  log "removed the packages source-ip-edge installed: $packages"
+}
+
 # --- a managed file: one of our config files and the service that runs it -----------------------
 # `manage_haproxy` (below) or `manage_keepalived` (keepalived_lib.sh) selects the file; the
 # functions after this work on it. The service SERVICE provides:
