@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One HAProxy host of a running lab, as a machine (the failover tests stop a whole host):
+#   lab/host.sh halt NAME   a clean poweroff: SIGTERM to its systemd-nspawn, systemd shuts down
+#   lab/host.sh cut NAME    a power cut: SIGKILL to everything in its cgroups, no shutdown runs
+#   lab/host.sh boot NAME   boot it again from its root (its disk), until systemd is running
+# NAME is the host's name in lab.json (lab-edge, lab-edge2). Its network namespace is the lab's and
+# outlives the container: after a halt or cut the addresses the host had added at run time (the
+# VIP keepalived holds) go, as a machine's do when it loses power; the address the lab gave it stays.
+source "$(dirname "$0")/common.sh"
+source "$LAB_REPO/lab/host-lib.sh"
+
+[ -f "$LAB_DIR/up" ] || { log "the lab is not up" >&2; exit 1; }
+[ "$#" -eq 2 ] || { echo "usage: $0 halt|cut|boot NAME" >&2; exit 2; }
+host_by_name "$2" || exit 2
+
+forget_runtime_addresses() {
+  ip -n "$HOST_NS_OF" -4 addr del "$VIP_ADDR/24" dev eth0 2>/dev/null || true
+}
+
+case "$1" in
+  halt)
+    stop_host "$HOST_PID_FILE_OF" "$HOST_ROOT_OF"
+    kill_host "$HOST_CGROUPS_FILE_OF"
+    forget_runtime_addresses
+    log "$2 halted" ;;
+  cut)
+    pid_alive "$HOST_PID_FILE_OF" || { log "$2 is not running" >&2; exit 1; }
+    kill_host "$HOST_CGROUPS_FILE_OF"
+    forget_runtime_addresses
+    log "$2 lost its power" ;;
+  boot)
+    pid_alive "$HOST_PID_FILE_OF" && { log "$2 is running already" >&2; exit 1; }
+    started=$(date +%s.%N)
+    boot_host "$HOST_ROOT_OF" "$HOST_NS_OF" "$HOST_PID_FILE_OF" "$HOST_CGROUPS_FILE_OF" "$HOST_CONSOLE_OF"
+    wait_booted "$HOST_ADDR_OF" "$HOST_PID_FILE_OF" "$HOST_CONSOLE_OF" "$started" ;;
+  *) echo "usage: $0 halt|cut|boot NAME" >&2; exit 2 ;;
+esac
