@@ -11,14 +11,14 @@ set -eu
 take_host_lock
 manage_keepalived
 record_before
-# Normally installed by install.sh; here too, so an apply after this resource's own restore (a
-# replace: restore first, then apply) finds keepalived.
-install_packages keepalived "$KA_INSTALLED"
 
 IFS= read -r vrrp_password || true
 [ -n "$vrrp_password" ] || fail "no VRRP password on stdin (the secret source-ip-edge:vrrpPassword)"
 # shellcheck disable=SC2034 # read by without_secret (lib.sh): kept out of the check's output
 SECRET_TEXT=$vrrp_password
+# Normally installed by install.sh; here too, so an apply after this resource's own restore (a
+# replace: restore first, then apply) finds keepalived.
+install_packages keepalived "$KA_INSTALLED"
 
 if [ -n "$VIP_INTERFACE" ]; then
   ip link show dev "$VIP_INTERFACE" >/dev/null 2>&1 || fail "haproxy.vip.interface: this host has no interface $VIP_INTERFACE"

@@ -81,8 +81,9 @@ install_packages() {
     fi
     log "apt-get update; apt-get install$missing"
     # shellcheck disable=SC2086 # one word per package
-    if ! { apt-get update -q >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null; }; then
+    # </dev/null: a command's stdin may be a secret (keepalived_apply.sh's password), never theirs.
+    if ! { apt-get update -q </dev/null >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing </dev/null >/dev/null; }; then
       rm -f "$policy"
       fail "apt-get could not install$missing"
     fi
@@ -92,7 +93,7 @@ install_packages() {
     rpm -qa --qf '%{NAME}\n' | sort >"$STATE_DIR/packages.before"
     log "dnf install$missing"
     # shellcheck disable=SC2086 # one word per package
-    dnf install -y -q $missing >/dev/null
+    dnf install -y -q $missing </dev/null >/dev/null
     rpm -qa --qf '%{NAME}\n' | sort | comm -13 "$STATE_DIR/packages.before" - >>"$2"
   else
     fail "no apt-get or dnf on this host; install$missing yourself"
