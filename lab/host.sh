@@ -20,12 +20,12 @@ forget_runtime_addresses() {
 case "$1" in
   halt)
     stop_host "$HOST_PID_FILE_OF" "$HOST_ROOT_OF"
-    kill_host "$HOST_CGROUPS_FILE_OF"
+    remove_host_cgroups "$HOST_CGROUPS_FILE_OF"   # boot makes them afresh, as lab/up.sh does
     forget_runtime_addresses
     log "$2 halted" ;;
   cut)
     pid_alive "$HOST_PID_FILE_OF" || { log "$2 is not running" >&2; exit 1; }
-    kill_host "$HOST_CGROUPS_FILE_OF"
+    remove_host_cgroups "$HOST_CGROUPS_FILE_OF"   # SIGKILL to all in them first (kill_host)
     forget_runtime_addresses
     log "$2 lost its power" ;;
   boot)
