@@ -111,7 +111,8 @@ remove_host_cgroups() {  # cgroups file
 }
 
 # The paths and names of one host, by its name in lab.json: sets HOST_ROOT_OF, HOST_NS_OF,
-# HOST_PID_FILE_OF, HOST_CGROUPS_FILE_OF, HOST_CONSOLE_OF and HOST_ADDR_OF.
+# HOST_PID_FILE_OF, HOST_CGROUPS_FILE_OF, HOST_CONSOLE_OF, HOST_ADDR_OF and HOST_PORT_OF (its
+# cable's other end: the router's port, lab/up.sh's attach).
 # shellcheck disable=SC2034 # lab/host.sh uses them
 host_by_name() {  # lab-edge | lab-edge2
   case "$1" in
@@ -121,4 +122,5 @@ host_by_name() {  # lab-edge | lab-edge2
       HOST_CGROUPS_FILE_OF=$HOST2_CGROUPS_FILE HOST_CONSOLE_OF=$LAB_DIR/host2-console.log HOST_ADDR_OF=$EDGE2_ADDR ;;
     *) log "no lab host named '$1' (lab-edge, lab-edge2)" >&2; return 1 ;;
   esac
+  HOST_PORT_OF=to-${HOST_NS_OF#"$NS_PREFIX"-}
 }
