@@ -13,7 +13,6 @@
 #   STATS_SOCKET     haproxy.cfg's `stats socket`: the runtime API that says what is loaded
 #   SERVICE_MANAGER  auto | systemd | pidfile (auto: systemd when it is PID 1, sd_booted(3))
 #   CONF_D           a directory the host's unit loads after haproxy.cfg (RHEL), if it exists
-#   KEEPALIVED_CONF  the live keepalived.conf (keepalived_lib.sh has keepalived's part)
 
 PATH=$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin  # sbin may be missing over SSH
 export PATH
