@@ -5,6 +5,7 @@
 # directory, build/<LAB_NAME> and its generated stack configuration. Safe to run twice.
 # `make lab-down` runs `pulumi destroy` before this.
 source "$(dirname "$0")/common.sh"
+source "$LAB_REPO/lab/host-lib.sh"
 
 refuse_foreign_lab
 
@@ -15,58 +16,6 @@ lab_pids() {
   for f in "$PID_DIR"/*.pid; do [ -s "$f" ] && cat "$f"; done
   true
 } 2>/dev/null
-
-# kill -0 succeeds on a zombie too; a zombie is already done.
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-
-# Halts the HAProxy host: SIGTERM makes nspawn send SIGRTMIN+3 to the container's systemd (a clean
-# poweroff); a second SIGTERM makes nspawn kill the container; SIGKILL to the container's init and
-# to nspawn last. Only the pid from our pid file, and only if it is the nspawn of this lab's root.
-stop_host() {  # pid file, root
-  local pidfile=$1 root=$2 pid inits started
-  pid=$(cat "$pidfile" 2>/dev/null || true)
-  [ -n "$pid" ] && running "$pid" || return 0
-  if ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--directory=$root"; then
-    log "pid $pid in $pidfile is not this lab's systemd-nspawn; not signalling it" >&2
-    return 0
-  fi
-  log "halting the HAProxy host (systemd-nspawn pid $pid)"
-  started=$(date +%s%N)
-  kill -TERM "$pid" 2>/dev/null || true
-  if wait_gone "$pid" 300; then
-    log "HAProxy host halted in $(( ($(date +%s%N) - started) / 1000000 )) ms"
-    return 0
-  fi
-  log "the HAProxy host did not halt in 30s; terminating it" >&2
-  kill -TERM "$pid" 2>/dev/null || true
-  wait_gone "$pid" 50 && return 0
-  mapfile -t inits < <(tr -s ' ' '\n' <"/proc/$pid/task/$pid/children" 2>/dev/null)
-  [ "${#inits[@]}" -eq 0 ] || kill -KILL "${inits[@]}" 2>/dev/null || true
-  kill -KILL "$pid" 2>/dev/null || true
-  wait_gone "$pid" 50
-}
-
-wait_gone() {  # pid, tenths of a second
-  for _ in $(seq "$2"); do running "$1" || return 0; sleep 0.1; done
-  ! running "$1"
-}
-
-# The host's own cgroups (lab/up.sh): anything still in them was the container's; then they go.
-remove_host_cgroups() {  # cgroups file
-  local cgroups=$1 cgroup pids
-  [ -s "$cgroups" ] || return 0
-  while read -r cgroup; do
-    [ -d "$cgroup" ] || continue
-    for _ in $(seq 50); do
-      mapfile -t pids < <(find "$cgroup" -name cgroup.procs -exec cat {} +)
-      [ "${#pids[@]}" -gt 0 ] || break
-      log "killing what is left in $cgroup: ${pids[*]}"
-      kill -KILL "${pids[@]}" 2>/dev/null || true
-      sleep 0.1
-    done
-    find "$cgroup" -depth -type d -exec rmdir {} + || log "could not remove the cgroup $cgroup" >&2
-  done <"$cgroups"
-}
 
 bash "$LAB_REPO/lab/control-plane.sh" down || log "the control plane did not come down cleanly" >&2
 stop_host "$HOST_PID_FILE" "$HOST_ROOT" &

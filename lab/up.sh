@@ -13,9 +13,9 @@
 #   gateways 192.0.2.50, 192.0.2.51 (nginx proxy_protocol) ─┘        │
 #   root ns: veth 203.0.113.254/32, routes to the HAProxy hosts only ┘
 source "$(dirname "$0")/common.sh"
+source "$LAB_REPO/lab/host-lib.sh"
 
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 lab_is_up() {
   [ -f "$LAB_DIR/up" ] || return 1
@@ -134,49 +134,6 @@ CONF
   install -m 600 "$LAB_DIR/ssh/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
   key=$(cut -d' ' -f1,2 "$root/etc/ssh/ssh_host_ed25519_key.pub")
   echo "$addr $key" >>"$LAB_DIR/ssh/known_hosts"
-}
-
-# --register=no --keep-unit: this machine runs no systemd (no machined, no bus to ask for a scope);
-# the container gets cgroups of its own instead (host_cgroups in lab/common.sh).
-# The container joins its edge namespace, so its sshd and HAProxy listen on the host's addresses.
-# Its /proc, /sys, /dev and /run are mounted in the container's own mount namespace: the host's
-# mount table gets nothing. SIGTERM to nspawn halts it cleanly (SIGRTMIN+3 to its systemd).
-# Like a real host it manages its own network (CAP_NET_ADMIN, writable /proc/sys/net: keepalived's
-# VIP, non-local binds); the namespace is its alone, so that reaches nothing else on this machine.
-boot_host() {  # root, namespace, pid file, cgroups file, console log
-  local root=$1 ns=$2 pidfile=$3 cgroups=$4 console=$5
-  host_cgroups "source-ip-edge-$ns" >"$cgroups"
-  (
-    while read -r cgroup; do mkdir -p "$cgroup" && echo "$BASHPID" >"$cgroup/cgroup.procs"; done <"$cgroups"
-    SYSTEMD_NSPAWN_API_VFS_WRITABLE=network exec systemd-nspawn --quiet --directory="$root" --boot \
-      --register=no --keep-unit --machine="$ns" --network-namespace-path="/run/netns/$ns" \
-      --capability=CAP_NET_ADMIN --console=pipe --resolv-conf=off --link-journal=no
-  ) </dev/null >"$console" 2>&1 &
-  echo $! >"$pidfile"
-}
-
-ssh_lab() {  # address, command...
-  local addr=$1; shift
-  ssh -q -i "$LAB_DIR/ssh/id_ed25519" -o BatchMode=yes -o IdentitiesOnly=yes -o ConnectTimeout=5 \
-    -o UserKnownHostsFile="$LAB_DIR/ssh/known_hosts" -o StrictHostKeyChecking=yes "root@$addr" "$@"
-}
-
-# Booted means ssh answers and systemd finished starting multi-user.target with no failed unit.
-wait_booted() {  # address, pid file, console log, started (date +%s.%N)
-  local addr=$1 pidfile=$2 console=$3 started=$4 ok=no state
-  for _ in $(seq 300); do
-    pid_alive "$pidfile" || { cat "$console" >&2; log "the HAProxy host $addr's container exited" >&2; exit 1; }
-    if ssh_lab "$addr" true 2>/dev/null; then ok=yes; break; fi
-    sleep 0.1
-  done
-  [ "$ok" = yes ] || { ssh_lab "$addr" true; log "ssh on $addr does not answer" >&2; exit 1; }
-  state=$(ssh_lab "$addr" timeout 60 systemctl is-system-running --wait || true)
-  if [ "$state" != running ]; then
-    log "the HAProxy host $addr's systemd is '$state', not running; failed units:" >&2
-    ssh_lab "$addr" systemctl --failed --no-legend >&2 || true
-    exit 1
-  fi
-  log "HAProxy host $addr booted (systemd $state, ssh answering) in $(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$started")s"
 }
 
 prepare_host "$HOST_ROOT" lab-edge "$EDGE_ADDR"

@@ -24,6 +24,10 @@ def read_stack_config():
         # The plain value only to check it (config.py never echoes it); the hosts get it as a
         # secret Output, so it is encrypted wherever it sits in the state.
         vrrp_password = pulumi.runtime.get_config(f"{PROJECT}:vrrpPassword")
+        # Pulumi.yaml cannot declare it (optional, no default), so Pulumi does not insist on it
+        # being encrypted: this does.
+        if vrrp_password is not None and not pulumi.runtime.is_config_secret(f"{PROJECT}:vrrpPassword"):
+            raise ConfigError("vrrpPassword", "must be a secret: `pulumi config set --secret vrrpPassword`")
         config = parse_stack_config(
             {key: value for key, value in raw.items() if value is not None},
             has_ssh_private_key=ssh_private_key is not None,

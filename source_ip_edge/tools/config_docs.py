@@ -78,6 +78,8 @@ def pulumi_config_block(schema: Mapping[str, Any]) -> str:
         "config:",
     ]
     for name, node in schema["properties"].items():
+        if not declarable(schema, name):
+            continue
         lines.append(f"  {name}:")
         lines.append(f"    type: {node['type']}")
         if node.get("writeOnly"):
@@ -87,6 +89,14 @@ def pulumi_config_block(schema: Mapping[str, Any]) -> str:
             lines.extend(_yaml_value("default", schema_defaults(node), indent=4))
     lines.append(PULUMI_END)
     return "\n".join(lines) + "\n"
+
+
+def declarable(schema: Mapping[str, Any], name: str) -> bool:
+    """Whether Pulumi.yaml can declare a top-level key: Pulumi makes a declared key without a
+    default required ("Stack is missing configuration value", sdk/go/common/workspace/config.go),
+    and a secret's default would be plain text, so an optional key without a default object
+    (vrrpPassword) is left undeclared; config.py and program.py check it."""
+    return name in schema.get("required", ()) or "properties" in schema["properties"][name]
 
 
 def _top_level_description(node: Mapping[str, Any]) -> str:

@@ -33,6 +33,11 @@ def _lab_script(script: str, *args: str) -> None:
         raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
 
+def host_machine(action: str, host) -> None:
+    """One HAProxy host of the test lab as a machine (lab/host.sh): halt, cut (its power) or boot."""
+    _lab_script("host.sh", action, host.name)
+
+
 @dataclass
 class Edge:
     """The lab and the stack under test, plus everything the runs printed (checked for secrets)."""

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 
-from lab.labkit import in_namespace, load_result
-from tests.lab.conftest import cluster_left_after_destroy, host_snapshot, pair_host_snapshot, shared_texts
+import pytest
+from pulumi import automation as auto
+
+from lab.labkit import REPO, LabHost, in_namespace, load_result
+from tests.lab.conftest import (
+    STACK_NAME,
+    cluster_left_after_destroy,
+    host_machine,
+    host_snapshot,
+    pair_host_snapshot,
+    shared_texts,
+)
 
 
 def _exactly_one_holder(lab, timeout: float = 20):
@@ -75,8 +86,9 @@ def test_metrics_answer_with_haproxy_families_and_count_the_labs_traffic(edge) -
     assert result.returncode != 0
 
 
-def _failover(edge, action: str, restore: str) -> dict:
-    """Bounded load through the VIP; `action` on the holder; returns the numbers."""
+def _failover(edge, stop: Callable[[LabHost], None], restore: Callable[[LabHost], None]) -> dict:
+    """Bounded load through the VIP; `stop` the holder (its HAProxy, or the whole host), `restore`
+    it once the load is over; returns the numbers."""
     lab = edge.lab
     holder = _exactly_one_holder(lab)[0]
     visitor = next(v for v in lab.visitors if v.target == lab.vip)
@@ -84,7 +96,8 @@ def _failover(edge, action: str, restore: str) -> dict:
     try:
         time.sleep(3)
         acted = time.monotonic()
-        assert lab.ssh(action, address=holder.address).returncode == 0
+        stop(holder)
+        stopped = time.monotonic() - acted
         moved = None
         while time.monotonic() - acted < 15:
             holders = lab.vip_holders()
@@ -101,14 +114,22 @@ def _failover(edge, action: str, restore: str) -> dict:
             time.sleep(0.1)
     finally:
         counts = load_result(load, timeout=60)
-        lab.ssh(restore, address=holder.address)
+        restore(holder)
     new_holders = lab.vip_holders()
-    return {"from": holder.name, "to": [h.name for h in new_holders], "vip_moved_s": moved,
-            "new_connections_ok_after_s": recovered, "load": counts}
+    return {"from": holder.name, "to": [h.name for h in new_holders], "stop_took_s": round(stopped, 2),
+            "vip_moved_s": moved, "new_connections_ok_after_s": recovered, "load": counts}
+
+
+def _on_host(lab, command: str) -> Callable[[LabHost], None]:
+    """`command` over SSH on the host it is given; it must succeed."""
+    def run(host: LabHost) -> None:
+        result = lab.ssh(command, address=host.address)
+        assert result.returncode == 0, (host.name, command, result.stderr)
+    return run
 
 
 def test_stopping_haproxy_on_the_holder_moves_the_vip_and_traffic_resumes(edge) -> None:
-    numbers = _failover(edge, "systemctl stop haproxy", "systemctl start haproxy")
+    numbers = _failover(edge, _on_host(edge.lab, "systemctl stop haproxy"), _on_host(edge.lab, "systemctl start haproxy"))
     print(f"failover (haproxy stopped on the VIP holder): {numbers}")
     assert numbers["vip_moved_s"] is not None, numbers
     assert numbers["new_connections_ok_after_s"] is not None, numbers
@@ -119,6 +140,28 @@ def test_stopping_haproxy_on_the_holder_moves_the_vip_and_traffic_resumes(edge) 
     assert [h.name for h in _exactly_one_holder(edge.lab)] == numbers["to"]
     for host in edge.lab.hosts:
         assert edge.lab.units_active(host, "haproxy", "keepalived") == ["active", "active"]
+
+
+@pytest.mark.parametrize("how", ["cut", "halt"], ids=["power-cut", "clean-poweroff"])
+def test_the_whole_holder_going_down_moves_the_vip_and_traffic_resumes(edge, how: str) -> None:
+    # cut: the host loses its power (every process killed, no shutdown: the others notice that its
+    # VRRP adverts stopped); halt: systemd shuts it down (keepalived gives the VIP up on its way).
+    # The host boots again afterwards, so the lab is whole for the tests after this one.
+    numbers = _failover(edge, lambda host: host_machine(how, host), lambda host: host_machine("boot", host))
+    print(f"failover (the VIP holder's whole host down: {how}): {numbers}")
+    assert numbers["vip_moved_s"] is not None, numbers
+    assert numbers["new_connections_ok_after_s"] is not None, numbers
+    assert numbers["to"] and numbers["from"] not in numbers["to"], numbers
+    assert numbers["load"]["ok"] > 0, numbers
+    lab = edge.lab
+    for host in lab.hosts:
+        assert lab.ssh("cat /proc/1/comm", address=host.address).stdout.strip() == "systemd", host.name
+        assert lab.units_active(host, "haproxy", "keepalived") == ["active", "active"], host.name
+    # nopreempt: the host that booted again does not take the VIP back.
+    time.sleep(4)
+    assert [h.name for h in _exactly_one_holder(lab)] == numbers["to"]
+    visitor = next(v for v in lab.visitors if v.target == lab.vip)
+    assert lab.seen_by_gateway(visitor, "http") == visitor.address
 
 
 def test_vrrp_password_appears_nowhere_in_plain_text(edge) -> None:
@@ -140,3 +183,55 @@ def test_destroy_returns_both_hosts_to_what_they_were(edge) -> None:
     assert host_snapshot(edge.lab) == edge.host_before
     # A second install over the CRDs the first kept, then a second destroy: the same clean state.
     assert cluster_left_after_destroy(edge)[2] == set()
+
+
+def _without_directory_entries(snapshot: str) -> str:
+    """A host snapshot without `ls -la`'s lines for the directories themselves ('.', '..'), whose
+    times change whenever a file comes and goes in them."""
+    return "\n".join(line for line in snapshot.splitlines() if not re.search(r" \.\.?$", line))
+
+
+def test_removing_the_vip_puts_both_hosts_back_as_before_keepalived(edge) -> None:
+    """After the destroy above: up without the VIP (the hosts as they are before keepalived), up with
+    it, then without it again: each host is as it was before keepalived, and HAProxy serves on."""
+    lab, stack = edge.lab, edge.stack
+    stack_file = REPO / f"Pulumi.{STACK_NAME}.yaml"
+    with_vip = stack_file.read_text()
+    ipv6_visitor = next(v for v in lab.visitors if v.target != lab.vip)  # to a host's own address
+    try:
+        stack.remove_config("source-ip-edge:haproxy.vip", path=True)
+        stack.remove_config("source-ip-edge:vrrpPassword")
+        assert stack.up(color="never", on_output=edge.collect).summary.result == "succeeded"
+        before_keepalived = {h.name: _without_directory_entries(pair_host_snapshot(lab, h)) for h in lab.hosts}
+        for host in lab.hosts:
+            assert "installed keepalived " not in before_keepalived[host.name], before_keepalived[host.name]
+            assert lab.units_active(host, "haproxy") == ["active"]
+
+        stack_file.write_text(with_vip)
+        assert stack.up(color="never", on_output=edge.collect).summary.result == "succeeded"
+        for host in lab.hosts:
+            assert lab.units_active(host, "haproxy", "keepalived") == ["active", "active"], host.name
+        assert len(_exactly_one_holder(lab)) == 1
+
+        # The VRRP password left without its VIP is refused, naming the key, before anything runs.
+        stack.remove_config("source-ip-edge:haproxy.vip", path=True)
+        with pytest.raises(auto.CommandError) as refused:
+            stack.up(color="never", on_output=edge.collect)
+        edge.collect(str(refused.value))
+        assert "source-ip-edge:vrrpPassword: is set but haproxy.vip is not" in str(refused.value)
+        for host in lab.hosts:
+            assert lab.units_active(host, "keepalived") == ["active"], host.name
+        assert len(lab.vip_holders()) == 1
+
+        stack.remove_config("source-ip-edge:vrrpPassword")
+        result = stack.up(color="never", on_output=edge.collect)
+        assert result.summary.result == "succeeded"
+        # Only the keepalived command of each host goes; its delete restores keepalived.
+        assert (result.summary.resource_changes or {}).get("delete") == len(lab.hosts), result.summary.resource_changes
+        for host in lab.hosts:
+            after = _without_directory_entries(pair_host_snapshot(lab, host))
+            assert after == before_keepalived[host.name], host.name
+        assert lab.vip_holders() == []
+        assert lab.seen_by_gateway(ipv6_visitor, "http") == ipv6_visitor.address
+    finally:
+        stack_file.write_text(with_vip)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pulumi
 import pytest
 
 from .conftest import valid_raw
@@ -77,3 +78,11 @@ def test_without_a_vip_there_is_no_keepalived_and_no_vip_output():
     assert not [r for r in run.all(COMMAND) if r.name.endswith("-keepalived")]
     assert "WITH_KEEPALIVED=yes" not in run.one(COMMAND, "-edge-1-install").inputs["create"]
     assert run.outputs["vip"] is None and run.outputs["metrics"] is None
+
+
+def test_a_vrrp_password_not_set_as_a_secret_is_refused_naming_the_key():
+    # Pulumi.yaml cannot declare vrrpPassword (optional, no default), so Pulumi itself would not
+    # insist on it being encrypted in the stack file: the program does.
+    raw = dict(_ha_raw(), vrrpPassword=PASSWORD)  # a plain `pulumi config set vrrpPassword ...`
+    with pytest.raises(pulumi.RunError, match=r"^source-ip-edge:vrrpPassword: must be a secret"):
+        run_program(raw)

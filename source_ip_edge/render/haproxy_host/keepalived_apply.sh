@@ -1,18 +1,24 @@
 #!/bin/sh
 # shellcheck shell=sh
-# Apply keepalived.conf (new_keepalived_config and new_check_script, defined by scripts.py), with
-# the care apply.sh takes for haproxy.cfg: staged to a file of this run's own, checked with
-# `keepalived -t`, swapped atomically, reloaded, and "applied" only once keepalived runs the new
-# config (its vrrp_script reports the config's identity); rolled back otherwise.
+# Apply keepalived.conf (new_keepalived_config and new_check_script, defined by scripts.py) the way
+# apply.sh applies haproxy.cfg (apply_managed_file, lib.sh): staged to a file of this run's own,
+# checked with `keepalived -t`, swapped atomically, reloaded, and "applied" only once keepalived
+# runs the new config (its vrrp_script reports the config's identity); rolled back otherwise.
 # The VRRP password comes on stdin (a secret input of the command, never in its text); the
 # interface is VIP_INTERFACE or the one holding an address in VIP_NETWORK.
 # Run after lib.sh and keepalived_lib.sh; the create command of HAProxyHost's keepalived.
 set -eu
 take_host_lock
-record_keepalived_before
+manage_keepalived
+record_before
 
 IFS= read -r vrrp_password || true
 [ -n "$vrrp_password" ] || fail "no VRRP password on stdin (the secret source-ip-edge:vrrpPassword)"
+# shellcheck disable=SC2034 # read by without_secret (lib.sh): kept out of the check's output
+SECRET_TEXT=$vrrp_password
+# Normally installed by install.sh; here too, so an apply after this resource's own restore (a
+# replace: restore first, then apply) finds keepalived.
+install_packages keepalived "$KA_INSTALLED"
 
 if [ -n "$VIP_INTERFACE" ]; then
   ip link show dev "$VIP_INTERFACE" >/dev/null 2>&1 || fail "haproxy.vip.interface: this host has no interface $VIP_INTERFACE"
@@ -27,9 +33,7 @@ else
   interface=$interfaces
 fi
 
-config_dir=$(dirname "$KEEPALIVED_CONF")
-mkdir -p "$config_dir"
-staging=$(mktemp "$config_dir/.keepalived.conf.source-ip-edge.XXXXXX")
+staging=$(staging_file)
 check_staging=$(mktemp "$(dirname "$CHECK_SCRIPT")/.check.source-ip-edge.XXXXXX")
 trap 'rm -f "$staging" "$check_staging"' EXIT
 chmod 600 "$staging"   # it holds the VRRP password
@@ -50,40 +54,5 @@ if ! cmp -s "$check_staging" "$CHECK_SCRIPT" 2>/dev/null; then
   log "installed the HAProxy check $CHECK_SCRIPT"
 fi
 
-if ! check_output=$(keepalived -t -f "$staging" 2>&1); then
-  printf '%s\n' "$check_output" | grep -vF -e "$vrrp_password" >&2 || true
-  fail "keepalived -t rejected the new keepalived.conf; live config and service untouched"
-fi
-log "keepalived -t: new config is valid (VIP $VIP_NETWORK on $interface)"
-
-if [ -e "$KEEPALIVED_CONF" ] && cmp -s "$staging" "$KEEPALIVED_CONF"; then
-  if keepalived_running && [ "$(keepalived_loaded_identity)" = "$want" ]; then
-    log "keepalived.conf unchanged and run by keepalived"
-    exit 0
-  fi
-  log "keepalived.conf is in place but keepalived does not run it: loading it now"
-  swapped=no
-else
-  if [ -e "$KEEPALIVED_CONF" ]; then cp -p "$KEEPALIVED_CONF" "$KA_PREVIOUS"; fi
-  mv -f "$staging" "$KEEPALIVED_CONF"
-  swapped=yes
-  log "swapped in the new keepalived.conf"
-fi
-
-if has_systemd && ! systemctl is-enabled --quiet keepalived 2>/dev/null; then
-  systemctl enable --quiet keepalived
-  log "enabled keepalived.service"
-fi
-keepalived_start_or_reload
-if wait_until_keepalived_runs "$want"; then
-  log "keepalived runs the new config ($want)"
-  exit 0
-fi
-
-if [ "$swapped" = yes ] && [ -e "$KA_PREVIOUS" ]; then
-  cp -p "$KA_PREVIOUS" "$staging"
-  mv -f "$staging" "$KEEPALIVED_CONF"
-  keepalived_start_or_reload || true
-  fail "keepalived did not take the new config within 15 s (see its journal); the previous keepalived.conf is back"
-fi
-fail "keepalived did not take the new config within 15 s (see its journal)"
+log "the VIP's subnet $VIP_NETWORK is on $interface"
+apply_managed_file "$staging" "$want"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # shellcheck shell=sh disable=SC2034 # the paths it sets are used by the scripts sent after it
-# keepalived's part of the host record and service, for an HA pair with a VIP: sent after lib.sh
-# with install.sh, uninstall.sh, keepalived_apply.sh and keepalived_restore.sh. POSIX sh.
+# keepalived's part of the host record and service, for an HA pair with a VIP: the functions a
+# managed file's service provides (lib.sh), for keepalived.conf. Sent after lib.sh with install.sh,
+# uninstall.sh, keepalived_apply.sh and keepalived_restore.sh. POSIX sh.
 #
 # Parameters (set by scripts.py before lib.sh):
 #   KEEPALIVED_CONF     the live keepalived.conf the service reads
@@ -9,11 +10,15 @@
 #   CHECK_SCRIPT        the vrrp_script keepalived.conf runs (keepalived_conf.py)
 #   LOADED_FILE         where that script writes the identity of the config keepalived runs
 
-KA_BEFORE=$STATE_DIR/keepalived.before                 # the record of keepalived before us
-KA_ORIGINAL=$KEEPALIVED_CONF.source-ip-edge.orig       # beside the config: outlives a lost state dir
-KA_PREVIOUS=$KEEPALIVED_CONF.source-ip-edge.prev
+KA_BEFORE=$STATE_DIR/keepalived.before   # the record of keepalived before us
+KA_INSTALLED=$STATE_DIR/keepalived.installed   # packages installed for keepalived, removed with it
 
-ka_before() { sed -n "s/^$1=//p" "$KA_BEFORE" 2>/dev/null; }
+# keepalived's reload is verified through its vrrp_script, which runs each second: 15 s.
+manage_keepalived() { manage keepalived "$KEEPALIVED_CONF" "$KA_BEFORE" "keepalived -t" 150; }
+
+keepalived_check() { keepalived -t -f "$1"; }
+
+keepalived_record_extra() { :; }
 
 keepalived_pid() {
   [ -s "$KEEPALIVED_PIDFILE" ] || return 1
@@ -25,33 +30,8 @@ keepalived_running() {
   if has_systemd; then systemctl is-active --quiet keepalived; else keepalived_pid >/dev/null; fi
 }
 
-# Like record_host_before, for keepalived: once, before our install or our first config.
-record_keepalived_before() {
-  [ -e "$KA_BEFORE" ] && return 0
-  mkdir -p "$STATE_DIR"
-  if [ -e "$KA_ORIGINAL" ] || { [ -e "$KEEPALIVED_CONF" ] && head -n 1 "$KEEPALIVED_CONF" | grep -qF "$MARKER"; }; then
-    printf 'record=lost\n' >"$KA_BEFORE.tmp"
-    mv "$KA_BEFORE.tmp" "$KA_BEFORE"
-    log "WARNING: keepalived was configured by source-ip-edge before but its record ($KA_BEFORE) is gone:" \
-      "destroy will keep the live keepalived.conf and service" >&2
-    return 0
-  fi
-  package=no; config_existed=no; was_running=no; was_enabled=no
-  if package_installed keepalived; then package=yes; fi
-  if [ -e "$KEEPALIVED_CONF" ]; then
-    config_existed=yes
-    [ -e "$KA_ORIGINAL" ] || cp -p "$KEEPALIVED_CONF" "$KA_ORIGINAL"
-  fi
-  if [ "$package" = yes ] && keepalived_running; then was_running=yes; fi
-  if has_systemd && systemctl is-enabled --quiet keepalived 2>/dev/null; then was_enabled=yes; fi
-  printf 'record=ok\npackage=%s\nconfig_existed=%s\nwas_running=%s\nwas_enabled=%s\n' \
-    "$package" "$config_existed" "$was_running" "$was_enabled" >"$KA_BEFORE.tmp"
-  mv "$KA_BEFORE.tmp" "$KA_BEFORE"
-  log "recorded keepalived before us: installed: $package, config: $config_existed, running: $was_running, enabled: $was_enabled"
-}
-
 # keepalived re-reads its config on SIGHUP; Debian's unit: ExecReload=/bin/kill -HUP $MAINPID,
-# which returns 0 whatever keepalived makes of the file: wait_until_keepalived_runs verifies.
+# which returns 0 whatever keepalived makes of the file: apply_managed_file verifies.
 keepalived_start_or_reload() {
   if has_systemd; then
     if systemctl is-active --quiet keepalived; then systemctl reload keepalived 9>&-
@@ -74,8 +54,10 @@ keepalived_stop() {
   fi
 }
 
+# The identity keepalived_apply.sh writes into the file, as one of keepalived's own definitions.
+# shellcheck disable=SC2016 # a literal $: the definition's name
+keepalived_file_identity() { sed -n 's/^\$SOURCE_IP_EDGE_IDENTITY=//p' "$1" | head -n 1; }
+
 # The identity of the config keepalived runs: its vrrp_script, started by keepalived with the
 # identity as an argument, writes it to LOADED_FILE at every run (each second).
 keepalived_loaded_identity() { cat "$LOADED_FILE" 2>/dev/null || true; }
-
-wait_until_keepalived_runs() { wait_for_identity keepalived_loaded_identity "$1" 150; }
