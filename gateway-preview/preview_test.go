@@ -292,28 +292,14 @@ func listenerByName(ls []*listener.Listener, name string) *listener.Listener {
 // blogEnvoyFilter is the widely copied EnvoyFilter: applyTo LISTENER, MERGE of listener_filters
 // [proxy_protocol, tls_inspector]. Protobuf merge appends to the listener's own filters, so on a
 // listener where Istio already put tls_inspector for SNI, tls_inspector comes first.
-const blogEnvoyFilter = `
-apiVersion: networking.istio.io/v1alpha3
-kind: EnvoyFilter
-metadata:
-  name: blog-proxy-protocol
-  namespace: istio-system
-spec:
-  workloadSelector:
-    labels: {istio: ingressgateway}
-  configPatches:
-  - applyTo: LISTENER
-    patch:
-      operation: MERGE
-      value:
-        listener_filters:
-        - name: envoy.filters.listener.proxy_protocol
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol
-        - name: envoy.filters.listener.tls_inspector
-          typed_config:
-            "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
-`
+func blogEnvoyFilter(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "blog-envoyfilter.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
 
 // strictEnvoyFilterStack is the first rendered stack in strict EnvoyFilter mode, the base the
 // negative tests alter.
@@ -342,7 +328,7 @@ func TestBlogEnvoyFilterPutsTLSInspectorFirst(t *testing.T) {
 			stack.IstioConfigs = append(stack.IstioConfigs, c)
 		}
 	}
-	wrong, _, err := crd.ParseInputs(blogEnvoyFilter)
+	wrong, _, err := crd.ParseInputs(blogEnvoyFilter(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,26 +14,14 @@ import pytest
 import yaml
 
 from lab import gateway_xds
+from lab.labkit import REPO
 from tests.lab.conftest import STACK_NAME
 
 PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
 
 # The widely copied EnvoyFilter (the seed's): applyTo LISTENER, MERGE of listener_filters, a
 # proxy_protocol filter for every listener of the gateway, appended after Istio's own filters.
-BLOG_ENVOY_FILTER_SPEC = yaml.safe_load("""
-configPatches:
-- applyTo: LISTENER
-  patch:
-    operation: MERGE
-    value:
-      listener_filters:
-      - name: envoy.filters.listener.proxy_protocol
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol
-      - name: envoy.filters.listener.tls_inspector
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector
-""")
+BLOG_ENVOY_FILTER_SPEC = yaml.safe_load((REPO / "gateway-preview" / "testdata" / "blog-envoyfilter.yaml").read_text())["spec"]
 
 
 @pytest.fixture(scope="module")

@@ -134,26 +134,20 @@ def test_lenient_then_strict_and_a_mode_switch_never_leave_haproxy_facing_a_list
             thread.join(timeout=120)
 
     replica_sets = {name for name, rs in _replica_sets(lab).items() if int(rs["spec"]["replicas"] or 0) > 0}
-    # Strict now; the enablement from scratch is lenient first: go lenient, then strict again.
-    render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
-    _set(edge, "proxyProtocol.strict", "false")
-    sample_while("to lenient", lambda: _up(edge))
-    lenient = gateway_xds.ask(lab, STACK_NAME, live=True)
-    assert lenient.returncode == 0, lenient.output[-3000:]
-    assert {p[3] for p in _parsers(lenient.facts)} == {True}
-    render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
-    _set(edge, "proxyProtocol.strict", "true")
-    sample_while("to strict", lambda: _up(edge))
-    strict = gateway_xds.ask(lab, STACK_NAME, live=True)
-    assert strict.returncode == 0, strict.output[-3000:]
-    assert {p[3] for p in _parsers(strict.facts)} == {False}
-    for mode in ("native", "envoyfilter"):
+    # Strict now; the enablement from scratch is lenient first: go lenient, then strict again;
+    # then the mode and back. After each update, the live answer holds the new setting.
+    steps = [("to lenient", "proxyProtocol.strict", "false"), ("to strict", "proxyProtocol.strict", "true"),
+             ("to native", "proxyProtocol.mode", "native"), ("to envoyfilter", "proxyProtocol.mode", "envoyfilter")]
+    for step, key, value in steps:
         render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
-        _set(edge, "proxyProtocol.mode", mode)
-        sample_while(f"to {mode}", lambda: _up(edge))
-        switched = gateway_xds.ask(lab, STACK_NAME, live=True)
-        assert switched.returncode == 0, switched.output[-3000:]
-        assert switched.facts["expected"]["native"] is (mode == "native")
+        _set(edge, key, value)
+        sample_while(step, lambda: _up(edge))
+        after = gateway_xds.ask(lab, STACK_NAME, live=True)
+        assert after.returncode == 0, (step, after.output[-3000:])
+        if key == "proxyProtocol.strict":
+            assert {p[3] for p in _parsers(after.facts)} == {value == "false"}, step
+        else:
+            assert after.facts["expected"]["native"] is (value == "native"), step
 
     print(f"\nlive samples during the four updates: {len(samples)} ({', '.join(step for step, _ in samples)})")
     assert {step for step, _ in samples} == {"to lenient", "to strict", "to native", "to envoyfilter"}
