@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from source_ip_edge.config import StackConfig
 from source_ip_edge.resources.custom_resource import custom_resource
+from source_ip_edge.render.gateway_api import uses_gateway_api
 from source_ip_edge.render.proxy_protocol import envoy_filter, gateway_deployment_patch
 
 
@@ -33,7 +34,11 @@ class ProxyProtocol(pulumi.ComponentResource):
         self.resources = []
         filter_object = envoy_filter(config)
         if filter_object is not None:
-            self.resources.append(custom_resource(f"{name}-envoyfilter", filter_object, child_opts))
+            # A Gateway API gateway's EnvoyFilter is another resource, not the chart's renamed: a
+            # rename would be a replacement whose pending delete, after a failed gateway.api switch
+            # and the update back, deletes the object of the same name the update just made again.
+            suffix = "-gateway-api-envoyfilter" if uses_gateway_api(config) else "-envoyfilter"
+            self.resources.append(custom_resource(f"{name}{suffix}", filter_object, child_opts))
         patch = gateway_deployment_patch(config)
         if patch is not None:
             # Adopted gateway: patch only its pod annotations (server-side apply, field manager

@@ -171,3 +171,8 @@ def test_a_switch_that_keeps_the_node_ports_fails_before_the_old_gateway_changes
     assert result.summary.result == "succeeded"
     assert not _gateways(lab)
     assert _await(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)
+    # The update back deleted only what the failed switch made: the chart's objects are all there.
+    assert _names(lab, "envoyfilters.networking.istio.io") == {f"{GATEWAY}-proxy-protocol", f"{GATEWAY}-trusted-peers"}
+    assert versions().keys() == before.keys()
+    answer = gateway_xds.ask(lab, STACK_NAME, live=True)
+    assert answer.returncode == 0, answer.output[-3000:]

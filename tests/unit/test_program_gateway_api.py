@@ -41,7 +41,7 @@ def test_crds_then_istiod_then_envoy_filter_then_overlay_then_gateway_then_hapro
     assert [r.inputs["chart"] for r in run.all(RELEASE)] == ["base", "istiod"]
     base, istiod = run.all(RELEASE)
     assert {c.urn for c in crds} <= set(base.dependencies)
-    envoy_filter = run.one(ENVOY_FILTER, "-proxy-protocol-envoyfilter")
+    envoy_filter = run.one(ENVOY_FILTER, "-proxy-protocol-gateway-api-envoyfilter")
     overlay, gateway = run.one(CONFIG_MAP), run.one(GATEWAY)
     assert istiod.urn in envoy_filter.dependencies
     # The generated pods start with the EnvoyFilter that owns their PROXY listener filters in place.
@@ -254,3 +254,18 @@ def test_an_unreachable_cluster_is_one_line_naming_the_key(tmp_path, monkeypatch
         cluster_crd_versions(parse_stack_config(raw), NAMES)
     assert str(caught.value).startswith("source-ip-edge:istio.install: false with gateway.api: gateway-api: could not read")
     assert "Connection refused" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_mode_switch_adds_resources_it_never_renames_one():
+    """Every Kubernetes object of one gateway.api mode is a Pulumi resource of its own name (URN),
+    the chart's names unchanged: a switch creates and deletes, never replaces. A replacement to
+    another object name leaves a pending delete of the old name, which a failed switch and the
+    update back would run against the object the update back made again (seen in the lab)."""
+    chart_raw = _gateway_api()
+    chart_raw["gateway"]["api"] = "istio"
+    chart, gwapi = run_program(chart_raw), run_program(_gateway_api())
+    kinds = (ENVOY_FILTER, AUTHZ)
+    chart_urns = {r.urn for kind in kinds for r in chart.all(kind)}
+    gwapi_urns = {r.urn for kind in kinds for r in gwapi.all(kind)}
+    assert chart_urns and gwapi_urns and chart_urns.isdisjoint(gwapi_urns)
+    assert any(urn.endswith("::edge-proxy-protocol-envoyfilter") for urn in chart_urns)  # unchanged for existing stacks
