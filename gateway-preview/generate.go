@@ -74,7 +74,11 @@ type GatewayRun struct {
 
 // Listeners returns the gateway's LDS, sorted by name.
 func (g *GatewayRun) Listeners() []*listener.Listener {
-	ls := g.Server.Listeners(g.Proxy)
+	return sortedByName(g.Server.Listeners(g.Proxy))
+}
+
+// sortedByName orders listeners by name, as the summary and the comparisons read them.
+func sortedByName(ls []*listener.Listener) []*listener.Listener {
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 	return ls
 }

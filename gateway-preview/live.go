@@ -105,23 +105,16 @@ func FetchLive(ctx context.Context, s *RenderedStack, apps string, o LiveOptions
 		if err != nil {
 			return nil, fmt.Errorf("pod %s: %v", st.pod.Name, err)
 		}
-		sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
-		out = append(out, LiveGateway{Pod: st.pod.Namespace + "/" + st.pod.Name, NodeID: st.node.ID, Listeners: ls})
+		out = append(out, LiveGateway{Pod: st.pod.Namespace + "/" + st.pod.Name, NodeID: st.node.ID, Listeners: sortedByName(ls)})
 	}
 	return out, nil
 }
 
-// readyGatewayPods are the gateway's Running, Ready pods: for the chart, those with the gateway's
-// labels; for a Gateway API gateway, those istiod's deployment controller labels with its name.
+// readyGatewayPods are the gateway's Running, Ready pods: those with the gateway's labels (the
+// stack outputs' gateway.labels: the chart's, or those istiod's kube-gateway template puts on a
+// Gateway API gateway's pods).
 func readyGatewayPods(ctx context.Context, client kubelib.Client, s *RenderedStack) ([]corev1.Pod, error) {
-	selector := map[string]string{}
-	if s.UsesGatewayAPI() {
-		selector["gateway.networking.k8s.io/gateway-name"] = s.Outputs.Gateway.Name
-	} else {
-		for k, v := range s.GatewayLabels {
-			selector[k] = v
-		}
-	}
+	selector := s.GatewayLabels
 	list, err := client.Kube().CoreV1().Pods(s.Outputs.Gateway.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: metav1.FormatLabelSelector(&metav1.LabelSelector{MatchLabels: selector}),
 	})
@@ -446,24 +439,22 @@ func applyApps(ctx context.Context, client kubelib.Client, s *RenderedStack, app
 	}
 	// The routes file's Namespaces carry labels a Gateway's allowedRoutes selector may ask for:
 	// every namespace the apps use is made with them.
-	routeDocs := []string{}
+	var routes []*unstructured.Unstructured
 	namespaceLabels := map[string]map[string]string{}
 	if s.UsesGatewayAPI() {
 		for _, doc := range strings.Split(gatewayAPIRoutes(s), "\n---\n") {
-			var head struct {
-				Kind     string `json:"kind"`
-				Metadata struct {
-					Name   string            `json:"name"`
-					Labels map[string]string `json:"labels"`
-				} `json:"metadata"`
-			}
-			if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			var m map[string]any
+			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
 				return cleanup, err
 			}
-			if head.Kind == "Namespace" {
-				namespaceLabels[head.Metadata.Name] = head.Metadata.Labels
-			} else if strings.TrimSpace(doc) != "" {
-				routeDocs = append(routeDocs, doc)
+			if len(m) == 0 {
+				continue
+			}
+			u := &unstructured.Unstructured{Object: m}
+			if u.GetKind() == "Namespace" {
+				namespaceLabels[u.GetName()] = u.GetLabels()
+			} else {
+				routes = append(routes, u)
 			}
 		}
 	}
@@ -539,20 +530,12 @@ func applyApps(ctx context.Context, client kubelib.Client, s *RenderedStack, app
 			return cleanup, err
 		}
 	}
-	for _, doc := range routeDocs {
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-			return cleanup, err
-		}
-		if len(m) == 0 {
-			continue
-		}
-		u := &unstructured.Unstructured{Object: m}
+	for _, u := range routes {
 		resource, ok := gvk.ToGVR(gvkOf(u))
 		if !ok {
 			return cleanup, fmt.Errorf("gateway API route: unknown kind %s", u.GetKind())
 		}
-		if err := create(resource, m); err != nil {
+		if err := create(resource, u.Object); err != nil {
 			return cleanup, err
 		}
 	}

@@ -217,17 +217,36 @@ func (env rbacEnv) matchRules(rules *rbacconfig.RBAC) (bool, string, error) {
 		if !permitted {
 			continue
 		}
-		for _, pr := range policy.Principals {
-			ok, err := env.principal(pr)
-			if err != nil {
-				return false, "", fmt.Errorf("policy %s: %v", name, err)
-			}
-			if ok {
-				return true, name, nil
-			}
+		ok, err := anyOf(policy.Principals, env.principal)
+		if err != nil {
+			return false, "", fmt.Errorf("policy %s: %v", name, err)
+		}
+		if ok {
+			return true, name, nil
 		}
 	}
 	return false, "", nil
+}
+
+// allOf: every item matches (false at the first that does not, or at an error), as and_ids and
+// and_rules; anyOf: one does (true at the first that does), as or_ids, or_rules and a policy's
+// principals.
+func allOf[T any](items []T, match func(T) (bool, error)) (bool, error) {
+	for _, item := range items {
+		if ok, err := match(item); err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func anyOf[T any](items []T, match func(T) (bool, error)) (bool, error) {
+	for _, item := range items {
+		if ok, err := match(item); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 func (env rbacEnv) principal(p *rbacconfig.Principal) (bool, error) {
@@ -235,19 +254,9 @@ func (env rbacEnv) principal(p *rbacconfig.Principal) (bool, error) {
 	case *rbacconfig.Principal_Any:
 		return id.Any, nil
 	case *rbacconfig.Principal_AndIds:
-		for _, c := range id.AndIds.Ids {
-			if ok, err := env.principal(c); err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
+		return allOf(id.AndIds.Ids, env.principal)
 	case *rbacconfig.Principal_OrIds:
-		for _, c := range id.OrIds.Ids {
-			if ok, err := env.principal(c); err != nil || ok {
-				return ok, err
-			}
-		}
-		return false, nil
+		return anyOf(id.OrIds.Ids, env.principal)
 	case *rbacconfig.Principal_NotId:
 		ok, err := env.principal(id.NotId)
 		return !ok, err
@@ -266,19 +275,9 @@ func (env rbacEnv) permission(p *rbacconfig.Permission) (bool, error) {
 	case *rbacconfig.Permission_Any:
 		return r.Any, nil
 	case *rbacconfig.Permission_AndRules:
-		for _, c := range r.AndRules.Rules {
-			if ok, err := env.permission(c); err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
+		return allOf(r.AndRules.Rules, env.permission)
 	case *rbacconfig.Permission_OrRules:
-		for _, c := range r.OrRules.Rules {
-			if ok, err := env.permission(c); err != nil || ok {
-				return ok, err
-			}
-		}
-		return false, nil
+		return anyOf(r.OrRules.Rules, env.permission)
 	case *rbacconfig.Permission_NotRule:
 		ok, err := env.permission(r.NotRule)
 		return !ok, err
