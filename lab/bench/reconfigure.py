@@ -18,7 +18,6 @@ import argparse
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from lab.bench.figures import median, table

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,18 @@ def _lab_script(script: str, *args: str) -> None:
                             text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def assert_visitors_arrive(lab: Lab, schemes: tuple[str, ...] = ("http", "https")) -> None:
+    """Every visitor's own address is what the gateway stand-in read from the PROXY header."""
+    for visitor in lab.visitors:
+        for scheme in schemes:
+            assert lab.seen_by_gateway(visitor, scheme) == visitor.address, (visitor, scheme)
+
+
+def api_time(value: str) -> float:
+    """A Kubernetes timestamp (RFC 3339, seconds, `Z`) as seconds since the epoch."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def host_machine(action: str, host) -> None:

@@ -22,7 +22,7 @@ from pulumi import automation as auto
 from lab.haproxy_runtime import runtime_command, wait_until_checked
 from lab.labkit import load_result
 from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
-from tests.lab.conftest import STACK_NAME, backend_files, cluster_left_after_destroy, host_snapshot, shared_texts
+from tests.lab.conftest import STACK_NAME, assert_visitors_arrive, backend_files, cluster_left_after_destroy, host_snapshot, shared_texts
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
@@ -42,18 +42,12 @@ def _file_text(path: Path) -> str:
     return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode(errors="replace")
 
 
-def _assert_visitors_arrive(edge) -> None:
-    for visitor in edge.lab.visitors:
-        for scheme in ("http", "https"):
-            assert edge.lab.seen_by_gateway(visitor, scheme) == visitor.address, (visitor, scheme)
-
-
 def test_up_installs_haproxy_and_the_visitor_address_arrives(edge) -> None:
     assert edge.lab.ssh("command -v haproxy").returncode != 0, "the lab host starts without haproxy"
     result = _up(edge)
     assert result.summary.result == "succeeded"
     assert edge.lab.master_pid() is not None
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab)
     outputs = result.outputs
     assert "haproxyHosts" in outputs and "haproxyConfigSha256" in outputs
 
@@ -156,7 +150,7 @@ def test_config_change_shows_readable_lines_and_reloads_seamlessly_under_load(ed
     assert edge.lab.master_pid() == master, "a reload keeps the master; a restart would not"
     live = edge.lab.host_path(CONFIG).read_text()
     assert "balance leastconn" in live and f"{GATEWAY_2}:30080" in live
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab)
 
 
 def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> None:
@@ -174,7 +168,7 @@ def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> 
     assert edge.lab.host_path(CONFIG).read_bytes() == live_before
     assert edge.lab.master_pid() == master
     assert edge.lab.haproxy_pids() == processes
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab)
 
     stack.remove_config("source-ip-edge:haproxy.extra", path=True)
     result = _up(edge)
@@ -251,7 +245,7 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
     assert result.summary.result == "succeeded"
     assert _loaded_identity(edge) == _file_identity(edge)
     assert "balance source" in edge.lab.host_path(CONFIG).read_text()
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab)
 
 
 def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None:
@@ -267,7 +261,7 @@ def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None
         assert error is not None and "did not load the new config" in str(error)
         assert edge.lab.host_path(CONFIG).read_text() == good
         assert _loaded_identity(edge) == running
-        _assert_visitors_arrive(edge)
+        assert_visitors_arrive(edge.lab)
     finally:
         edge.stack.remove_config(bind, path=True)
         edge.stack.set_config(f"{bind}[0]", auto.ConfigValue(":80"), path=True)

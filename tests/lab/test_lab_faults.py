@@ -15,6 +15,7 @@ import pytest
 from pulumi import automation as auto
 
 from lab.labkit import load_result
+from tests.lab.conftest import assert_visitors_arrive
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 FALL_TIMES_INTER_S = 3 * 2  # haproxy_cfg.py: `inter 2s fall 3`
@@ -34,17 +35,12 @@ def _running_identity(lab, host) -> str:
                    address=host.address).stdout
 
 
-def _assert_visitors_arrive(edge) -> None:
-    for visitor in edge.lab.visitors:
-        assert edge.lab.seen_by_gateway(visitor, "http") == visitor.address, visitor
-
-
 def test_the_edge_is_up_for_the_fault_tests(edge) -> None:
     # Both gateway nodes, whatever ran before: one of them goes down below.
     for i, gateway in enumerate(edge.lab.gateways):
         edge.stack.set_config(f"source-ip-edge:gateway.nodes[{i}]", auto.ConfigValue(gateway["address"]), path=True)
     assert _up(edge).summary.result == "succeeded"
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab, ("http",))
 
 
 def test_haproxy_killed_on_a_host_is_back_and_the_next_up_changes_nothing(edge) -> None:
@@ -59,7 +55,7 @@ def test_haproxy_killed_on_a_host_is_back_and_the_next_up_changes_nothing(edge) 
                 break
             time.sleep(0.2)
         assert lab.units_active(host, "haproxy") == ["active"], host
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab, ("http",))
     before = _configs(edge)
     result = _up(edge)
     assert set(result.summary.resource_changes or {}) == {"same"}
@@ -86,7 +82,7 @@ def test_a_changed_host_key_is_refused_before_any_command_runs(edge, tmp_path) -
         edge.stack.set_config(path, auto.ConfigValue(pinned), path=True)
         edge.stack.remove_config("source-ip-edge:haproxy.balance", path=True)
     assert _up(edge).summary.result == "succeeded"
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab, ("http",))
 
 
 def test_two_ups_of_one_stack_at_once_never_half_apply_a_host(edge) -> None:
@@ -137,11 +133,11 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            _assert_visitors_arrive(edge)
+            assert_visitors_arrive(edge.lab, ("http",))
             break
         except AssertionError:
             time.sleep(1)
-    _assert_visitors_arrive(edge)
+    assert_visitors_arrive(edge.lab, ("http",))
     assert set(_up(edge).summary.resource_changes or {}) == {"same"}
 
 
@@ -160,7 +156,7 @@ def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> Non
         assert "No space left" in str(failure.value), str(failure.value)[-2000:]
         assert _configs(edge)[0] == before[0], "the live config is untouched"
         assert _running_identity(lab, host) == running, "and still the one running"
-        _assert_visitors_arrive(edge)
+        assert_visitors_arrive(edge.lab, ("http",))
     finally:
         lab.ssh("umount /etc/haproxy; rm -rf /run/lab-haproxy-etc", address=host.address)
     result = _up(edge)  # the next up converges once there is room

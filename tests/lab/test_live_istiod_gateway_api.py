@@ -11,14 +11,13 @@ the old gateway had changed. Tests run in file order.
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime
 
 import pytest
 from pulumi import automation as auto
 
 from lab import gateway_xds
-from tests.lab.conftest import STACK_NAME
+from tests.lab.conftest import STACK_NAME, api_time, assert_visitors_arrive
+from tests.lab.test_control_plane_helm import wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 NAMESPACE = "istio-system"
@@ -55,25 +54,6 @@ def _gateways(lab) -> list[dict]:
         return []
     assert listed.returncode == 0, listed.stderr
     return json.loads(listed.stdout)["items"]
-
-
-def _timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _await(predicate, seconds: float):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(1)
-
-
-def _assert_visitors_arrive(lab) -> None:
-    for visitor in lab.visitors:
-        for scheme in ("http", "https"):
-            assert lab.seen_by_gateway(visitor, scheme) == visitor.address, (visitor, scheme)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +99,11 @@ def test_switch_to_gateway_api_moves_haproxy_after_the_new_gateway_is_ready(char
     assert pods
     for pod in pods:
         ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready" and c["status"] == "True"]
-        assert ready and _timestamp(ready[0]["lastTransitionTime"]) <= moved_at, (pod["metadata"]["name"], moved_at)
+        assert ready and api_time(ready[0]["lastTransitionTime"]) <= moved_at, (pod["metadata"]["name"], moved_at)
     for policy in policies:
-        assert _timestamp(policy["metadata"]["creationTimestamp"]) <= moved_at, policy["metadata"]["name"]
+        assert api_time(policy["metadata"]["creationTimestamp"]) <= moved_at, policy["metadata"]["name"]
 
-    _assert_visitors_arrive(lab)
+    assert_visitors_arrive(lab)
     answer = gateway_xds.ask(lab, STACK_NAME, live=True)
     assert answer.returncode == 0, answer.output[-3000:]
     assert f"gateway pod {NAMESPACE}/{GENERATED}-" in answer.output
@@ -136,10 +116,10 @@ def test_switch_back_to_the_chart(chart_mode) -> None:
     assert result.summary.result == "succeeded"
     assert not _gateways(lab)
     # The generated workload is the Gateway's (owner references): the garbage collector removes it.
-    assert _await(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)
+    assert wait_until(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)
     assert GATEWAY in _names(lab, "deployments")
     assert _names(lab, "envoyfilters.networking.istio.io") == {f"{GATEWAY}-proxy-protocol", f"{GATEWAY}-trusted-peers"}
-    _assert_visitors_arrive(lab)
+    assert_visitors_arrive(lab)
     answer = gateway_xds.ask(lab, STACK_NAME, live=True)
     assert answer.returncode == 0, answer.output[-3000:]
 
@@ -164,13 +144,13 @@ def test_a_switch_that_keeps_the_node_ports_fails_before_the_old_gateway_changes
         assert "Programmed" in str(failed.value) or "timed out" in str(failed.value).lower(), str(failed.value)[-2000:]
         assert versions() == before
         assert lab.host_path(CONFIG).read_text() == config_before
-        _assert_visitors_arrive(lab)
+        assert_visitors_arrive(lab)
     finally:
         _set_mode(edge, "istio", lab.gateway_service["nodePorts"])
     result = _up(edge)
     assert result.summary.result == "succeeded"
     assert not _gateways(lab)
-    assert _await(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)
+    assert wait_until(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)
     # The update back deleted only what the failed switch made: the chart's objects are all there.
     assert _names(lab, "envoyfilters.networking.istio.io") == {f"{GATEWAY}-proxy-protocol", f"{GATEWAY}-trusted-peers"}
     assert versions().keys() == before.keys()

@@ -12,13 +12,12 @@ Tests run in file order.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 
 import pytest
 from pulumi import automation as auto
 
 from lab import gateway_xds
-from tests.lab.conftest import STACK_NAME
+from tests.lab.conftest import STACK_NAME, api_time
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 NAMESPACE = "istio-system"
@@ -34,10 +33,6 @@ def _up(edge) -> auto.UpResult:
 
 def _set(edge, key: str, value: str) -> None:
     edge.stack.set_config(f"source-ip-edge:{key}", auto.ConfigValue(value), path=True)
-
-
-def _timestamp(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _replica_sets(lab) -> dict[str, dict]:
@@ -95,7 +90,7 @@ def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_n
         assert pods
         for pod in pods:
             ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"][0]
-            assert _timestamp(ready["lastTransitionTime"]) <= changed_at, (pod["metadata"]["name"], changed_at)
+            assert api_time(ready["lastTransitionTime"]) <= changed_at, (pod["metadata"]["name"], changed_at)
         answer = gateway_xds.ask(lab, STACK_NAME, live=True)
         assert answer.returncode == 0, answer.output[-3000:]
         assert {tuple(listener["xffNumTrustedHops"]) for listener in answer.facts["listeners"]} == {(1,)}
