@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,8 @@ class BenchNamespaces:
             stop(process)
         self.processes.clear()
         self._remove()
+        # Nothing of the run stays in /run: the configs, sockets and the lock file go with it.
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         self._lock.close()
 
     def _create(self) -> None:
