@@ -68,6 +68,10 @@ class Edge:
     def collect(self, text: str) -> None:
         self.logs.append(text)
 
+    def up(self, stack=None, **kwargs):
+        """`pulumi up` of the stack under test (or another stack of the lab), its output collected."""
+        return (stack or self.stack).up(color="never", on_output=self.collect, **kwargs)
+
     def sshd_logins(self) -> int:
         """Logins the host's sshd accepted, from the host's journal (sshd runs as Debian's ssh.service)."""
         return self.lab.host_log("sshd").count("Accepted publickey")

@@ -29,10 +29,6 @@ ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
 GATEWAY_2 = "192.0.2.51"
 
 
-def _up(edge) -> auto.UpResult:
-    return edge.stack.up(color="never", on_output=edge.collect)
-
-
 def _preview(edge, **kwargs) -> auto.PreviewResult:
     return edge.stack.preview(color="never", on_output=edge.collect, **kwargs)
 
@@ -44,7 +40,7 @@ def _file_text(path: Path) -> str:
 
 def test_up_installs_haproxy_and_the_visitor_address_arrives(edge) -> None:
     assert edge.lab.ssh("command -v haproxy").returncode != 0, "the lab host starts without haproxy"
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert edge.lab.master_pid() is not None
     assert_visitors_arrive(edge.lab)
@@ -109,7 +105,7 @@ def test_second_preview_reports_no_changes_and_runs_no_remote_command(edge) -> N
     preview = _preview(edge, expect_no_changes=True)
     assert set(preview.change_summary) == {"same"}, preview.change_summary
     started = time.monotonic()
-    result = edge.stack.up(color="never", on_output=edge.collect, expect_no_changes=True)
+    result = edge.up(expect_no_changes=True)
     print(f"no-op pulumi up: {time.monotonic() - started:.1f}s")
     assert set(result.summary.resource_changes or {}) == {"same"}, result.summary.resource_changes
     assert edge.sshd_logins() == logins, "a converged stack must not run anything on the host"
@@ -139,7 +135,7 @@ def test_config_change_shows_readable_lines_and_reloads_seamlessly_under_load(ed
     ]
     try:
         time.sleep(2)  # the loads are running before the reload
-        result = _up(edge)
+        result = edge.up()
     finally:
         counts = [load_result(load, timeout=60) for load in loads]
     print(f"reload under load: http/IPv4 {counts[0]}, https/IPv6 {counts[1]}")
@@ -162,7 +158,7 @@ def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> 
     # Passes our validation (extra lines are raw), but HAProxy has no such keyword.
     stack.set_config("source-ip-edge:haproxy.extra.global[0]", auto.ConfigValue("no-such-keyword 1"), path=True)
     with pytest.raises(auto.CommandError) as failure:
-        _up(edge)
+        edge.up()
     edge.collect(str(failure.value))
     assert "haproxy -c rejected the new config" in str(failure.value)
     assert edge.lab.host_path(CONFIG).read_bytes() == live_before
@@ -171,7 +167,7 @@ def test_config_haproxy_rejects_fails_at_the_check_and_touches_nothing(edge) -> 
     assert_visitors_arrive(edge.lab)
 
     stack.remove_config("source-ip-edge:haproxy.extra", path=True)
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert set(_preview(edge).change_summary) == {"same"}
     assert edge.lab.host_path(CONFIG).read_bytes() == live_before
@@ -219,7 +215,7 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
     assert edge.lab.ssh(hang).returncode == 0
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("source"), path=True)
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.update(error=_run_catching(lambda: _up(edge))))
+    runner = threading.Thread(target=lambda: outcome.update(error=_run_catching(lambda: edge.up())))
     runner.start()
     try:
         deadline = time.monotonic() + 120
@@ -241,7 +237,7 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
     assert outcome.get("error") is not None, "the cut update fails"
     assert _loaded_identity(edge) == before != _file_identity(edge), "new file in place, old config running"
 
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert _loaded_identity(edge) == _file_identity(edge)
     assert "balance source" in edge.lab.host_path(CONFIG).read_text()
@@ -257,7 +253,7 @@ def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None
     edge.stack.remove_config(bind, path=True)
     edge.stack.set_config(bind, auto.ConfigValue("192.0.2.99:80"), path=True)
     try:
-        error = _run_catching(lambda: _up(edge))
+        error = _run_catching(lambda: edge.up())
         assert error is not None and "did not load the new config" in str(error)
         assert edge.lab.host_path(CONFIG).read_text() == good
         assert _loaded_identity(edge) == running
@@ -266,7 +262,7 @@ def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None
         edge.stack.remove_config(bind, path=True)
         edge.stack.set_config(f"{bind}[0]", auto.ConfigValue(":80"), path=True)
         edge.stack.set_config(f"{bind}[1]", auto.ConfigValue("[::]:80"), path=True)
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded" and result.summary.resource_changes.get("update", 0) == 0
     assert _loaded_identity(edge) == running
 
@@ -295,7 +291,7 @@ def test_another_stack_reads_the_outputs_through_a_stack_reference(edge) -> None
             opts=auto.LocalWorkspaceOptions(work_dir=work_dir),
         )
         try:
-            result = stack.up(color="never", on_output=edge.collect)
+            result = edge.up(stack)
             assert result.outputs["hosts"].value == produced["haproxyHosts"].value
             assert result.outputs["configSha256"].value == produced["haproxyConfigSha256"].value
         finally:

@@ -21,10 +21,6 @@ CONFIG = "/etc/haproxy/haproxy.cfg"
 FALL_TIMES_INTER_S = 3 * 2  # haproxy_cfg.py: `inter 2s fall 3`
 
 
-def _up(edge, **kwargs) -> auto.UpResult:
-    return edge.stack.up(color="never", on_output=edge.collect, **kwargs)
-
-
 def _configs(edge) -> list[str]:
     return [edge.lab.ssh(f"cat {CONFIG}", address=host.address).stdout for host in edge.lab.hosts]
 
@@ -39,7 +35,7 @@ def test_the_edge_is_up_for_the_fault_tests(edge) -> None:
     # Both gateway nodes, whatever ran before: one of them goes down below.
     for i, gateway in enumerate(edge.lab.gateways):
         edge.stack.set_config(f"source-ip-edge:gateway.nodes[{i}]", auto.ConfigValue(gateway["address"]), path=True)
-    assert _up(edge).summary.result == "succeeded"
+    assert edge.up().summary.result == "succeeded"
     assert_visitors_arrive(edge.lab, ("http",))
 
 
@@ -57,7 +53,7 @@ def test_haproxy_killed_on_a_host_is_back_and_the_next_up_changes_nothing(edge) 
         assert lab.units_active(host, "haproxy") == ["active"], host
     assert_visitors_arrive(edge.lab, ("http",))
     before = _configs(edge)
-    result = _up(edge)
+    result = edge.up()
     assert set(result.summary.resource_changes or {}) == {"same"}
     assert _configs(edge) == before
 
@@ -73,7 +69,7 @@ def test_a_changed_host_key_is_refused_before_any_command_runs(edge, tmp_path) -
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
     try:
         with pytest.raises(auto.CommandError) as failure:
-            _up(edge)
+            edge.up()
         assert "host key" in str(failure.value).lower(), str(failure.value)[-2000:]
         # Logins first: reading the config back below is a login of its own.
         assert edge.sshd_logins() == logins, "no session was opened on the host whose key changed"
@@ -81,7 +77,7 @@ def test_a_changed_host_key_is_refused_before_any_command_runs(edge, tmp_path) -
     finally:
         edge.stack.set_config(path, auto.ConfigValue(pinned), path=True)
         edge.stack.remove_config("source-ip-edge:haproxy.balance", path=True)
-    assert _up(edge).summary.result == "succeeded"
+    assert edge.up().summary.result == "succeeded"
     assert_visitors_arrive(edge.lab, ("http",))
 
 
@@ -91,7 +87,7 @@ def test_two_ups_of_one_stack_at_once_never_half_apply_a_host(edge) -> None:
 
     def one_up() -> None:
         try:
-            outcomes.append(_up(edge).summary.result)
+            outcomes.append(edge.up().summary.result)
         except auto.CommandError as error:
             outcomes.append(error)
 
@@ -106,9 +102,9 @@ def test_two_ups_of_one_stack_at_once_never_half_apply_a_host(edge) -> None:
         assert "lock" in str(failure).lower(), str(failure)[-2000:]  # the backend's stack lock
     for config in _configs(edge):
         assert "balance leastconn" in config
-    assert set(_up(edge).summary.resource_changes or {}) == {"same"}
+    assert set(edge.up().summary.resource_changes or {}) == {"same"}
     edge.stack.remove_config("source-ip-edge:haproxy.balance", path=True)
-    assert _up(edge).summary.result == "succeeded"
+    assert edge.up().summary.result == "succeeded"
 
 
 def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
@@ -138,7 +134,7 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
         except AssertionError:
             time.sleep(1)
     assert_visitors_arrive(edge.lab, ("http",))
-    assert set(_up(edge).summary.resource_changes or {}) == {"same"}
+    assert set(edge.up().summary.resource_changes or {}) == {"same"}
 
 
 def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> None:
@@ -152,15 +148,15 @@ def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> Non
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
     try:
         with pytest.raises(auto.CommandError) as failure:
-            _up(edge)
+            edge.up()
         assert "No space left" in str(failure.value), str(failure.value)[-2000:]
         assert _configs(edge)[0] == before[0], "the live config is untouched"
         assert _running_identity(lab, host) == running, "and still the one running"
         assert_visitors_arrive(edge.lab, ("http",))
     finally:
         lab.ssh("umount /etc/haproxy; rm -rf /run/lab-haproxy-etc", address=host.address)
-    result = _up(edge)  # the next up converges once there is room
+    result = edge.up()  # the next up converges once there is room
     assert result.summary.result == "succeeded"
     assert all("balance first" in config for config in _configs(edge))
     edge.stack.remove_config("source-ip-edge:haproxy.balance", path=True)
-    assert _up(edge).summary.result == "succeeded"
+    assert edge.up().summary.result == "succeeded"

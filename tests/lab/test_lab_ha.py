@@ -44,7 +44,7 @@ def _counter(metrics: str, family: str, proxy: str) -> float:
 
 
 def test_up_makes_an_ha_pair_with_exactly_one_vip_holder(edge) -> None:
-    result = edge.stack.up(color="never", on_output=edge.collect)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     lab = edge.lab
     assert len(lab.hosts) == 2
@@ -62,7 +62,7 @@ def test_up_makes_an_ha_pair_with_exactly_one_vip_holder(edge) -> None:
 
 def test_a_converged_pair_runs_nothing_on_either_host(edge) -> None:
     logins = edge.sshd_logins()
-    result = edge.stack.up(color="never", on_output=edge.collect, expect_no_changes=True)
+    result = edge.up(expect_no_changes=True)
     assert set(result.summary.resource_changes or {}) == {"same"}
     assert edge.sshd_logins() == logins
 
@@ -201,14 +201,14 @@ def test_removing_the_vip_puts_both_hosts_back_as_before_keepalived(edge) -> Non
     try:
         stack.remove_config("source-ip-edge:haproxy.vip", path=True)
         stack.remove_config("source-ip-edge:vrrpPassword")
-        assert stack.up(color="never", on_output=edge.collect).summary.result == "succeeded"
+        assert edge.up(stack).summary.result == "succeeded"
         before_keepalived = {h.name: _without_directory_entries(pair_host_snapshot(lab, h)) for h in lab.hosts}
         for host in lab.hosts:
             assert "installed keepalived " not in before_keepalived[host.name], before_keepalived[host.name]
             assert lab.units_active(host, "haproxy") == ["active"]
 
         stack_file.write_text(with_vip)
-        assert stack.up(color="never", on_output=edge.collect).summary.result == "succeeded"
+        assert edge.up(stack).summary.result == "succeeded"
         for host in lab.hosts:
             assert lab.units_active(host, "haproxy", "keepalived") == ["active", "active"], host.name
         assert len(_exactly_one_holder(lab)) == 1
@@ -216,7 +216,7 @@ def test_removing_the_vip_puts_both_hosts_back_as_before_keepalived(edge) -> Non
         # The VRRP password left without its VIP is refused, naming the key, before anything runs.
         stack.remove_config("source-ip-edge:haproxy.vip", path=True)
         with pytest.raises(auto.CommandError) as refused:
-            stack.up(color="never", on_output=edge.collect)
+            edge.up(stack)
         edge.collect(str(refused.value))
         assert "source-ip-edge:vrrpPassword: is set but haproxy.vip is not" in str(refused.value)
         for host in lab.hosts:
@@ -224,7 +224,7 @@ def test_removing_the_vip_puts_both_hosts_back_as_before_keepalived(edge) -> Non
         assert len(lab.vip_holders()) == 1
 
         stack.remove_config("source-ip-edge:vrrpPassword")
-        result = stack.up(color="never", on_output=edge.collect)
+        result = edge.up(stack)
         assert result.summary.result == "succeeded"
         # Only the keepalived command of each host goes; its delete restores keepalived.
         assert (result.summary.resource_changes or {}).get("delete") == len(lab.hosts), result.summary.resource_changes

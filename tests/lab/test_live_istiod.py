@@ -26,7 +26,7 @@ BLOG_ENVOY_FILTER_SPEC = yaml.safe_load((REPO / "gateway-preview" / "testdata" /
 
 @pytest.fixture(scope="module")
 def converged(edge):
-    result = edge.stack.up(color="never", on_output=edge.collect)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     return edge
 

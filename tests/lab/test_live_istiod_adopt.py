@@ -49,7 +49,7 @@ def test_the_stack_adopts_an_istio_installed_outside_it_and_gives_it_back(edge, 
         assert "proxy.istio.io/config" not in untouched
 
         stack.set_config("source-ip-edge:istio.install", auto.ConfigValue("false"), path=True)
-        result = stack.up(color="never", on_output=edge.collect)
+        result = edge.up(stack)
         assert result.summary.result == "succeeded"
         types = {r["type"] for r in stack.export_stack().deployment["resources"]}
         assert "kubernetes:helm.sh/v3:Release" not in types and "kubernetes:apps/v1:DeploymentPatch" in types

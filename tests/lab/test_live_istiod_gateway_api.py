@@ -25,10 +25,6 @@ GATEWAY = "istio-ingressgateway"
 GENERATED = f"{GATEWAY}-istio"  # istiod's name for the Gateway's Deployment and Service
 
 
-def _up(edge) -> auto.UpResult:
-    return edge.stack.up(color="never", on_output=edge.collect)
-
-
 def _set_mode(edge, api: str, node_ports: dict[str, int]) -> None:
     """gateway.api and the NodePorts; a Gateway admits routes from namespaces labelled as the
     sample applications' (gateway-preview/apps/gateway-api-routes.yaml), as Pulumi.gwapi.yaml does."""
@@ -58,7 +54,7 @@ def _gateways(lab) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def chart_mode(edge):
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert GATEWAY in _names(edge.lab, "deployments")
     return edge
@@ -68,7 +64,7 @@ def test_switch_to_gateway_api_moves_haproxy_after_the_new_gateway_is_ready(char
     edge, lab = chart_mode, chart_mode.lab
     second = lab.gateway_service["secondNodePorts"]
     _set_mode(edge, "gateway-api", second)
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert result.outputs["gateway"].value["kind"] == "Gateway"
 
@@ -112,7 +108,7 @@ def test_switch_to_gateway_api_moves_haproxy_after_the_new_gateway_is_ready(char
 def test_switch_back_to_the_chart(chart_mode) -> None:
     edge, lab = chart_mode, chart_mode.lab
     _set_mode(edge, "istio", lab.gateway_service["nodePorts"])
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert not _gateways(lab)
     # The generated workload is the Gateway's (owner references): the garbage collector removes it.
@@ -140,14 +136,14 @@ def test_a_switch_that_keeps_the_node_ports_fails_before_the_old_gateway_changes
     _set_mode(edge, "gateway-api", lab.gateway_service["nodePorts"])
     try:
         with pytest.raises(auto.CommandError) as failed:
-            _up(edge)
+            edge.up()
         assert "Programmed" in str(failed.value) or "timed out" in str(failed.value).lower(), str(failed.value)[-2000:]
         assert versions() == before
         assert lab.host_path(CONFIG).read_text() == config_before
         assert_visitors_arrive(lab)
     finally:
         _set_mode(edge, "istio", lab.gateway_service["nodePorts"])
-    result = _up(edge)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     assert not _gateways(lab)
     assert wait_until(lambda: GENERATED not in _names(lab, "deployments") | _names(lab, "services"), 120)

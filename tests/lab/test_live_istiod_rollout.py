@@ -26,7 +26,7 @@ PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
 
 
 def _up(edge) -> auto.UpResult:
-    result = edge.stack.up(color="never", on_output=edge.collect)
+    result = edge.up()
     assert result.summary.result == "succeeded"
     return result
 
