@@ -35,7 +35,10 @@ type Facts struct {
 	Probes    []Probe             `json:"probes"`
 	// ProbesSkipped: probes the configuration's lists give no addresses for, and why.
 	ProbesSkipped []string `json:"probesSkipped"`
-	Expected      struct {
+	// Pods: live, the gateway pods istiod was asked as (these facts are the first one's; every
+	// pod's listeners were checked); empty offline.
+	Pods     []string `json:"pods,omitempty"`
+	Expected struct {
 		TrustedHops  uint32   `json:"xffNumTrustedHops"`
 		Strict       bool     `json:"strict"`
 		Native       bool     `json:"native"`
@@ -46,8 +49,8 @@ type Facts struct {
 }
 
 // FactsOf gathers the facts of every listener.
-func FactsOf(ls []*listener.Listener, e Expectations, checks map[string][]string) Facts {
-	f := Facts{Checks: checks, Listeners: []ListenerFacts{}}
+func FactsOf(ls []*listener.Listener, e Expectations, checks map[string][]string, pods []string) Facts {
+	f := Facts{Checks: checks, Listeners: []ListenerFacts{}, Pods: pods}
 	f.Probes, f.ProbesSkipped = RunProbes(ls, e)
 	f.Expected.TrustedHops, f.Expected.Strict, f.Expected.Native = e.TrustedHops, e.Strict, e.Native
 	f.Expected.Allow, f.Expected.Deny, f.Expected.TrustedPeers = prefixStrings(e.Allow), prefixStrings(e.Deny), prefixStrings(e.TrustedPeers)

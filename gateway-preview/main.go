@@ -101,6 +101,10 @@ func run(o runOptions) error {
 		if err != nil {
 			return fmt.Errorf("live istiod %s: %v", o.Live.XDSAddr, err)
 		}
+		pods := make([]string, len(gateways))
+		for i, gw := range gateways {
+			pods[i] = gw.Pod
+		}
 		failed := false
 		for i, gw := range gateways {
 			fmt.Printf("gateway pod %s (xDS node %s), listeners from istiod at %s:\n", gw.Pod, gw.NodeID, o.Live.XDSAddr)
@@ -108,7 +112,7 @@ func run(o runOptions) error {
 			if i > 0 { // one pod's files; the others are checked and summarised
 				out, facts = "", ""
 			}
-			bad, err := report(gw.Listeners, expect, out, facts)
+			bad, err := report(gw.Listeners, expect, out, facts, pods)
 			if err != nil {
 				return err
 			}
@@ -127,7 +131,7 @@ func run(o runOptions) error {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if failed, err = report(gw.Listeners(), expect, o.Out, o.FactsFile); err != nil {
+		if failed, err = report(gw.Listeners(), expect, o.Out, o.FactsFile, nil); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -142,7 +146,7 @@ func run(o runOptions) error {
 
 // report prints the summary and the checks' results, and writes the full listeners and the facts
 // when asked; failed when a check found a problem.
-func report(ls []*listener.Listener, expect Expectations, out, factsFile string) (bool, error) {
+func report(ls []*listener.Listener, expect Expectations, out, factsFile string, pods []string) (bool, error) {
 	if err := WriteSummary(os.Stdout, ls, expect); err != nil {
 		return false, err
 	}
@@ -158,7 +162,7 @@ func report(ls []*listener.Listener, expect Expectations, out, factsFile string)
 	}
 	results := CheckAll(ls, expect)
 	if factsFile != "" {
-		raw, err := json.MarshalIndent(FactsOf(ls, expect, results), "", "  ")
+		raw, err := json.MarshalIndent(FactsOf(ls, expect, results, pods), "", "  ")
 		if err != nil {
 			return false, err
 		}

@@ -83,6 +83,26 @@ NODE_PORT_STATUS_2=31021
 OWNER_FILE=$LAB_RUN_BASE/$LAB_NAME.owner
 
 log() { echo "lab[$LAB_NAME]: $*"; }
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+# kill -0 succeeds on a zombie too; a zombie is already done.
+running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+# Stops processes by pid: TERM, up to TENTHS tenths of a second for them to end, then KILL.
+stop_pids() {  # tenths, pid...
+  local tenths=$1 alive p
+  shift
+  [ "$#" -gt 0 ] || return 0
+  log "stopping processes $*"
+  kill -TERM "$@" 2>/dev/null || true
+  for _ in $(seq "$tenths"); do
+    alive=()
+    for p in "$@"; do running "$p" && alive+=("$p"); done
+    [ "${#alive[@]}" -eq 0 ] && return 0
+    sleep 0.1
+  done
+  log "killing ${alive[*]}"
+  kill -KILL "${alive[@]}" 2>/dev/null || true
+}
 
 # Refuses to touch a lab of the same name that another checkout has up.
 refuse_foreign_lab() {

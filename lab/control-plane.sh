@@ -43,8 +43,6 @@ SERVICE_CIDR=10.96.0.0/16   # kube-apiserver's default would overlap the pod ran
 CHARTS_PORT=8879            # the chart repository (Istio's charts, packaged here)
 
 cp_log() { log "control plane: $*"; }
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 in_ns() { ip netns exec "$CP_NS" "$@"; }
 kubectl_cp() { kubectl --kubeconfig "$CP_DIR/kubeconfig" --request-timeout=20s "$@"; }
 
@@ -70,7 +68,7 @@ is_up() {
 }
 
 down() {
-  local pids alive p bridge_pid
+  local pids bridge_pid
   # The bridge first (it stops istiod on TERM), so it cannot start istiod again meanwhile.
   bridge_pid=$(cat "$CP_PIDS/istiod-bridge.pid" 2>/dev/null || true)
   if [ -n "$bridge_pid" ] && running "$bridge_pid"; then
@@ -78,17 +76,7 @@ down() {
     for _ in $(seq 150); do running "$bridge_pid" || break; sleep 0.1; done
   fi
   mapfile -t pids < <(cp_pids | grep -E '^[0-9]+$' | sort -un)
-  if [ "${#pids[@]}" -gt 0 ]; then
-    cp_log "stopping processes ${pids[*]}"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for _ in $(seq 100); do
-      alive=()
-      for p in "${pids[@]}"; do running "$p" && alive+=("$p"); done
-      [ "${#alive[@]}" -eq 0 ] && break
-      sleep 0.1
-    done
-    [ "${#alive[@]}" -eq 0 ] || { cp_log "killing ${alive[*]}"; kill -KILL "${alive[@]}" 2>/dev/null || true; }
-  fi
+  stop_pids 100 "${pids[@]}"
   if ns_exists "$CP_NS"; then ip netns del "$CP_NS"; fi
   ip link del "$CP_ROOT_VETH" 2>/dev/null || true   # normally gone with its peer's namespace
   rm -rf --one-file-system "$CP_DIR"

@@ -9,8 +9,6 @@ source "$LAB_REPO/lab/host-lib.sh"
 
 refuse_foreign_lab
 
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
-
 lab_pids() {
   for ns in $LAB_NAMESPACES; do ns_exists "$ns" && ip netns pids "$ns"; done
   for f in "$PID_DIR"/*.pid; do [ -s "$f" ] && cat "$f"; done
@@ -24,17 +22,7 @@ wait
 remove_host_cgroups "$HOST_CGROUPS_FILE"
 remove_host_cgroups "$HOST2_CGROUPS_FILE"
 mapfile -t pids < <(lab_pids | grep -E '^[0-9]+$' | sort -un)
-if [ "${#pids[@]}" -gt 0 ]; then
-  log "stopping processes ${pids[*]}"
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  for _ in $(seq 50); do
-    alive=()
-    for p in "${pids[@]}"; do running "$p" && alive+=("$p"); done
-    [ "${#alive[@]}" -eq 0 ] && break
-    sleep 0.1
-  done
-  [ "${#alive[@]}" -eq 0 ] || kill -KILL "${alive[@]}" 2>/dev/null || true
-fi
+stop_pids 50 "${pids[@]}"
 
 for m in $(mounts_under "$LAB_DIR"); do umount "$m" 2>/dev/null || umount -l "$m"; done
 for ns in $LAB_NAMESPACES; do

@@ -4,9 +4,6 @@
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# kill -0 succeeds on a zombie too; a zombie is already done.
-running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-
 # --register=no --keep-unit: this machine runs no systemd (no machined, no bus to ask for a scope);
 # the container gets cgroups of its own instead (host_cgroups in lab/common.sh).
 # The container joins its edge namespace, so its sshd and HAProxy listen on the host's addresses.

@@ -115,8 +115,8 @@ def live_istiod_proof(lab: Lab) -> int:
         print(answer.output, file=sys.stderr)
         print("live istiod: no answer", file=sys.stderr)
         return 1
-    pods = [line.split()[2] for line in answer.output.splitlines() if line.startswith("gateway pod ")]
-    print(f"listeners the live istiod serves the gateway pods ({', '.join(pods)}), HAProxy-fronted:")
+    print(f"listeners the live istiod serves the gateway pods ({', '.join(answer.facts.get('pods') or [])}), "
+          "HAProxy-fronted:")
     _table(("listener", "frontend", "proxy_protocol", "xff_num_trusted_hops", "remote_ip ALLOW", "remote_ip DENY",
             "direct_remote_ip lock", "probes ok"), live_listener_rows(answer.facts))
     checks = [line for line in answer.output.splitlines() if line.startswith("check ")]

@@ -15,8 +15,6 @@
 source "$(dirname "$0")/common.sh"
 source "$LAB_REPO/lab/host-lib.sh"
 
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
-
 lab_is_up() {
   [ -f "$LAB_DIR/up" ] || return 1
   for ns in $LAB_NAMESPACES; do ns_exists "$ns" || return 1; done
