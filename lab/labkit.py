@@ -43,6 +43,8 @@ class LabHost:
     address: str
     root: Path
     pid_file: Path
+    switch_port: dict | None = None
+    """The host's port on the lab's edge bridge: {"namespace": the router's, "name": the port}."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Lab:
             gateways=tuple(raw["gateways"]),
             hosts=tuple(
                 LabHost(name=h["name"], namespace=h["namespace"], address=h["address"], root=Path(h["root"]),
-                        pid_file=Path(h["pidFile"]))
+                        pid_file=Path(h["pidFile"]), switch_port=h.get("switchPort"))
                 for h in raw.get("hosts", ())
             ),
             vip=raw.get("vip"),
@@ -171,6 +173,16 @@ class Lab:
             if f" {self.vip}/" in out:
                 holders.append(host)
         return holders
+
+    def flood_multicast_to_hosts(self, on: bool) -> None:
+        """Whether the edge bridge passes multicast (VRRP's 224.0.0.18 among it) to the HAProxy hosts
+        (`bridge link set ... mcast_flood`): off, the segment drops multicast as many networks do."""
+        for host in self.hosts:
+            port = host.switch_port
+            if not port:
+                raise RuntimeError(f"lab.json has no switch port for {host.name}: make lab-down and make lab again")
+            subprocess.run(["ip", "netns", "exec", port["namespace"], "bridge", "link", "set", "dev", port["name"],
+                            "mcast_flood", "on" if on else "off"], check=True, capture_output=True, timeout=10)
 
     def units_active(self, host: LabHost, *units: str) -> list[str]:
         """`systemctl is-active` of each unit on one host, in order ("active", "inactive", ...)."""

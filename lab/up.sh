@@ -244,8 +244,10 @@ cat >"$LAB_OUT/lab.json" <<JSON
   "knownHostsFile": "$LAB_DIR/ssh/known_hosts",
   "edge": {"namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "address6": "$EDGE_ADDR6"},
   "hosts": [
-    {"name": "lab-edge", "namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "root": "$HOST_ROOT", "pidFile": "$HOST_PID_FILE"},
-    {"name": "lab-edge2", "namespace": "$NS_EDGE2", "address": "$EDGE2_ADDR", "root": "$HOST2_ROOT", "pidFile": "$HOST2_PID_FILE"}
+    {"name": "lab-edge", "namespace": "$NS_EDGE", "address": "$EDGE_ADDR", "root": "$HOST_ROOT", "pidFile": "$HOST_PID_FILE",
+     "switchPort": {"namespace": "$NS_ROUTER", "name": "to-${NS_EDGE#"$NS_PREFIX"-}"}},
+    {"name": "lab-edge2", "namespace": "$NS_EDGE2", "address": "$EDGE2_ADDR", "root": "$HOST2_ROOT", "pidFile": "$HOST2_PID_FILE",
+     "switchPort": {"namespace": "$NS_ROUTER", "name": "to-${NS_EDGE2#"$NS_PREFIX"-}"}}
   ],
   "vip": "$VIP_ADDR",
   "vrrpPasswordFile": "$LAB_DIR/vrrp-password",

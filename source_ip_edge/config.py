@@ -159,6 +159,8 @@ class VipSettings:
     priorities: Mapping[str, int]
     """Each host's VRRP priority by host name, in host order; with nopreempt it only decides
     between hosts that start together."""
+    unicast: bool = False
+    """Adverts to the other hosts' addresses (unicast_peer) instead of the multicast group."""
 
 
 @dataclass(frozen=True)
@@ -602,6 +604,8 @@ def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
                     f"{text} is outside the subnet of haproxy.hosts[{i}] ({host.address}); VRRP moves the VIP "
                     "within one subnet (set haproxy.vip.sshOverOtherNetwork: true if SSH uses a management network)",
                 )
+    if raw["unicast"]:
+        _check_unicast_peers(hosts, network, raw["sshOverOtherNetwork"])
     priorities = {host.name: VRRP_PRIORITY_TOP - 10 * i for i, host in enumerate(hosts)}
     if min(priorities.values()) < 1:
         raise ConfigError("haproxy.hosts", f"at most {VRRP_PRIORITY_TOP // 10} hosts can share a VIP")
@@ -610,7 +614,25 @@ def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
         interface=raw.get("interface"),
         virtual_router_id=raw["virtualRouterId"],
         priorities=priorities,
+        unicast=raw["unicast"],
     )
+
+
+def _check_unicast_peers(hosts: Sequence[SshHost], network: ipaddress.IPv4Network, ssh_elsewhere: bool) -> None:
+    """Unicast VRRP sends to the hosts' addresses: they must be IPv4 addresses on the VIP's segment."""
+    key = "haproxy.vip.unicast"
+    if ssh_elsewhere:
+        raise ConfigError(key, "cannot be combined with haproxy.vip.sshOverOtherNetwork: the peers are the hosts' "
+                               "addresses, which must be on the VIP's subnet")
+    for i, host in enumerate(hosts):
+        try:
+            host_ip = ipaddress.ip_address(host.address)
+        except ValueError:
+            raise ConfigError(key, f"needs IP addresses: haproxy.hosts[{i}].address is {host.address!r} "
+                                   "(keepalived's unicast_peer takes addresses, not names)") from None
+        if host_ip.version != 4 or host_ip not in network:
+            raise ConfigError(key, f"haproxy.hosts[{i}].address {host.address} is not an IPv4 address in the "
+                                   f"VIP's subnet {network}")
 
 
 def _refuse_binds_on_host_addresses(frontends: Sequence[Frontend], hosts: Sequence[SshHost]) -> None:

@@ -164,6 +164,40 @@ def test_the_whole_holder_going_down_moves_the_vip_and_traffic_resumes(edge, how
     assert lab.seen_by_gateway(visitor, "http") == visitor.address
 
 
+def test_unicast_vrrp_keeps_one_holder_where_the_segment_drops_multicast(edge) -> None:
+    """haproxy.vip.unicast. With the edge bridge dropping multicast (as many networks do), multicast
+    VRRP splits the pair: neither host hears the other's adverts, and both take the VIP. Unicast
+    VRRP, applied by `pulumi up`, makes it one holder again, and fails over on that segment."""
+    lab, stack = edge.lab, edge.stack
+    assert len(_exactly_one_holder(lab)) == 1
+    lab.flood_multicast_to_hosts(False)
+    try:
+        deadline = time.monotonic() + 15
+        while len(lab.vip_holders()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(lab.vip_holders()) == 2, "multicast VRRP without multicast: each host should take the VIP"
+        stack.set_config("source-ip-edge:haproxy.vip.unicast", auto.ConfigValue("true"), path=True)
+        assert edge.up().summary.result == "succeeded"
+        for host in lab.hosts:
+            conf = lab.ssh("cat /etc/keepalived/keepalived.conf", address=host.address).stdout
+            peers = "".join(f"        {h.address}\n" for h in lab.hosts if h is not host)
+            assert f"    unicast_src_ip {host.address}\n    unicast_peer {{\n{peers}    }}\n" in conf, conf
+        assert len(_exactly_one_holder(lab, timeout=20)) == 1
+        numbers = _failover(edge, _on_host(lab, "systemctl stop haproxy"), _on_host(lab, "systemctl start haproxy"))
+        print(f"failover with unicast VRRP on a segment without multicast: {numbers}")
+        assert numbers["vip_moved_s"] is not None and numbers["new_connections_ok_after_s"] is not None, numbers
+        assert numbers["to"] and numbers["from"] not in numbers["to"], numbers
+        time.sleep(4)
+        assert [h.name for h in _exactly_one_holder(lab)] == numbers["to"]
+    finally:
+        lab.flood_multicast_to_hosts(True)
+        stack.remove_config("source-ip-edge:haproxy.vip.unicast", path=True)
+    assert edge.up().summary.result == "succeeded"  # back to multicast VRRP
+    assert len(_exactly_one_holder(lab)) == 1
+    assert all("unicast" not in lab.ssh("cat /etc/keepalived/keepalived.conf", address=h.address).stdout
+               for h in lab.hosts)
+
+
 def test_vrrp_password_appears_nowhere_in_plain_text(edge) -> None:
     password = edge.lab.vrrp_password_file.read_text().strip()
     assert len(password) == 8

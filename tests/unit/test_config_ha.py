@@ -57,6 +57,25 @@ def test_vip_outside_the_ssh_subnet_is_accepted_when_ssh_uses_a_management_netwo
     assert str(config.haproxy.vip.address.ip) == "198.51.100.100"
 
 
+def test_vip_is_multicast_unless_unicast_is_asked_for():
+    assert parse_stack_config(_pair(), vrrp_password=PASSWORD).haproxy.vip.unicast is False
+    assert parse_stack_config(_pair(unicast=True), vrrp_password=PASSWORD).haproxy.vip.unicast is True
+
+
+@pytest.mark.parametrize(
+    "host_address, ssh_elsewhere, fragment",
+    [
+        ("edge-2.example.org", False, "needs IP addresses: haproxy.hosts[1].address is 'edge-2.example.org'"),
+        ("2001:db8::11", False, "haproxy.hosts[1].address 2001:db8::11 is not an IPv4 address in the VIP's subnet"),
+        ("203.0.113.11", True, "cannot be combined with haproxy.vip.sshOverOtherNetwork"),
+    ],
+)
+def test_unicast_needs_the_hosts_ipv4_addresses_on_the_vip_subnet(host_address, ssh_elsewhere, fragment):
+    raw = _pair(unicast=True, sshOverOtherNetwork=ssh_elsewhere)
+    raw["haproxy"]["hosts"][1]["address"] = host_address
+    _refused(raw, "haproxy.vip.unicast", fragment)
+
+
 @pytest.mark.parametrize(
     "address, fragment",
     [

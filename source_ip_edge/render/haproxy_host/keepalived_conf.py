@@ -61,7 +61,7 @@ vrrp_instance {INSTANCE} {{
         auth_type PASS
         auth_pass ${PASSWORD_PARAM}
     }}
-    virtual_ipaddress {{
+{_unicast(config, host)}    virtual_ipaddress {{
         {vip.address} dev ${INTERFACE_PARAM}
     }}
     # No weight: a failing check puts the instance in FAULT, which gives the VIP up at once.
@@ -70,3 +70,12 @@ vrrp_instance {INSTANCE} {{
     }}
 }}
 """
+
+
+def _unicast(config: StackConfig, host: SshHost) -> str:
+    """haproxy.vip.unicast: adverts from this host's address to the others', not to 224.0.0.18."""
+    if not config.haproxy.vip.unicast:
+        return ""
+    peers = "".join(f"        {other.address}\n" for other in config.haproxy.hosts if other is not host)
+    return (f"    # haproxy.vip.unicast: adverts go to the other hosts, not to the multicast group.\n"
+            f"    unicast_src_ip {host.address}\n    unicast_peer {{\n{peers}    }}\n")

@@ -26,10 +26,11 @@ from ..conftest import haproxy_check, valid_raw
 PASSWORD = "pw-12345"
 
 
-def _pair_config(frontends=None, metrics=None):
+def _pair_config(frontends=None, metrics=None, unicast=False, hosts=2):
     raw = valid_raw()
-    raw["haproxy"]["hosts"].append(dict(raw["haproxy"]["hosts"][0], name="edge-2", address="203.0.113.11"))
-    raw["haproxy"]["vip"] = {"address": "203.0.113.100/24", "virtualRouterId": 51}
+    for n in range(2, hosts + 1):
+        raw["haproxy"]["hosts"].append(dict(raw["haproxy"]["hosts"][0], name=f"edge-{n}", address=f"203.0.113.{9 + n}"))
+    raw["haproxy"]["vip"] = {"address": "203.0.113.100/24", "virtualRouterId": 51, "unicast": unicast}
     if frontends:
         raw["haproxy"]["frontends"] = frontends
     if metrics:
@@ -76,10 +77,21 @@ def test_vip_follows_haproxy_answering_on_its_runtime_api():
     assert "nopreempt" in text and "state BACKUP" in text
 
 
-def test_keepalived_accepts_the_config_as_the_host_writes_it(tmp_path: Path):
+def test_multicast_by_default_and_unicast_to_every_other_host_when_asked():
+    config = _pair_config()
+    assert "unicast" not in render_keepalived_config(config, config.haproxy.hosts[0])
+    config = _pair_config(unicast=True, hosts=3)
+    for host in config.haproxy.hosts:
+        text = render_keepalived_config(config, host)
+        others = "".join(f"        {h.address}\n" for h in config.haproxy.hosts if h is not host)
+        assert f"    unicast_src_ip {host.address}\n    unicast_peer {{\n{others}    }}\n" in text, text
+
+
+@pytest.mark.parametrize("unicast", [False, True])
+def test_keepalived_accepts_the_config_as_the_host_writes_it(tmp_path: Path, unicast: bool):
     keepalived = shutil.which("keepalived", path="/usr/sbin:/sbin:/usr/bin")
     assert keepalived, "keepalived is not installed: run `make setup`"
-    config = _pair_config()
+    config = _pair_config(unicast=unicast)
     path = tmp_path / "keepalived.conf"
     # keepalived -t also refuses a vrrp_script it cannot find (keepalived_apply.sh installs it
     # first): the real check script, at a path of the test's own.
