@@ -1,4 +1,5 @@
-"""Pure helpers of the bench: medians, wrk's report parsed, the printed table."""
+"""Helpers of the bench: medians, wrk's report parsed, the printed table, the machine's CPU time
+taken by its hypervisor (steal)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def cpu_times(stat: str | None = None) -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs from /proc/stat's first line (proc(5): user nice system
+    idle iowait irq softirq steal; guest time is already inside user)."""
+    text = stat if stat is not None else open("/proc/stat").read()
+    fields = [int(n) for n in text.splitlines()[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of CPU time the hypervisor gave to others between two cpu_times() (0.34: 34%)."""
+    total = after[1] - before[1]
+    return round((after[0] - before[0]) / total, 3) if total > 0 else None

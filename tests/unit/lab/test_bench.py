@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from lab.bench import access_scale, datapath
-from lab.bench.figures import duration_ms, median, parse_wrk, summarize, table
+from lab.bench.figures import cpu_times, duration_ms, median, parse_wrk, steal_share, summarize, table
 
 WRK_REPORT = """\
 Running 5s test @ http://203.0.113.110/
@@ -49,6 +49,17 @@ def test_summary_is_the_median_of_the_runs_and_counts_every_error():
     summary = summarize(runs)
     assert summary["rps"] == 20.0 and summary["errors"] == 3 * 12 and len(summary["runs"]) == 3
     assert median([3, 1, 2]) == 2
+
+
+def test_steal_is_the_hypervisors_share_of_all_cpu_time_between_two_readings():
+    # /proc/stat: cpu user nice system idle iowait irq softirq steal guest guest_nice
+    before = cpu_times("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    after = cpu_times("cpu  200 0 100 1500 20 0 10 170 7 0\n")
+    assert before == (35, 1000) and after == (170, 2000)
+    assert steal_share(before, after) == 0.135  # 135 of 1,000 jiffies; guest time is inside user
+    assert steal_share(after, after) is None
+    steal, total = cpu_times()  # this machine's own
+    assert 0 <= steal <= total
 
 
 def test_table_aligns_columns():
