@@ -1,7 +1,9 @@
 """The built Pulumi CLI, Python host and provider plugins run a program end to end."""
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,28 @@ def test_automation_api_accepts_and_drives_the_built_cli(
     assert set(stack.preview().change_summary) == {"same"}
     stack.destroy()
     assert rendered_files(tmp_path) == []
+
+
+def test_language_host_stops_on_the_engines_interrupt_even_when_started_with_it_ignored(toolchain_bin: Path) -> None:
+    """The engine stops a plugin with SIGINT and kills it 5 s later (sdk/v3 resource/plugin/plugin.go).
+    A background job of a shell without job control starts with SIGINT ignored, and children inherit
+    that: the host must take the signal back, as upstream's does, or every pulumi command waits 5 s."""
+    host = subprocess.Popen(
+        [str(toolchain_bin / "pulumi-language-python"), "127.0.0.1:9"],  # an engine address nothing answers
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        port = host.stdout.readline().strip()
+        assert port.isdigit(), (port, host.stderr.read() if host.poll() is not None else "")
+        status = Path(f"/proc/{host.pid}/status").read_text()
+        ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+        assert not ignored & (1 << (signal.SIGINT - 1)), "the host left SIGINT ignored"
+        started = time.monotonic()
+        host.send_signal(signal.SIGINT)
+        assert host.wait(timeout=4) == 0
+        print(f"language host stopped {time.monotonic() - started:.2f}s after SIGINT")
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()

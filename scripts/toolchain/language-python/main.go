@@ -23,8 +23,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -64,7 +66,21 @@ func main() {
 		engineAddress: args[len(args)-1],
 		execShim:      filepath.Join(filepath.Dir(self), execShimName),
 	}
+	// The engine stops its plugins with SIGINT and kills them only 5 s later, as upstream's host
+	// expects: stop serving on it. NotifyContext also takes SIGINT back when this process started
+	// with it ignored (a background job of a shell without job control passes SIG_IGN on), which
+	// otherwise cost every pulumi command 5 s. And stop when the engine is gone (health check).
+	ctx, stopOnSignal := signal.NotifyContext(context.Background(), os.Interrupt)
 	cancel := make(chan bool)
+	go func() {
+		<-ctx.Done()
+		stopOnSignal()
+		close(cancel)
+	}()
+	if err := rpcutil.Healthcheck(ctx, h.engineAddress, 5*time.Minute, stopOnSignal); err != nil {
+		fmt.Fprintf(os.Stderr, "could not start the engine health check: %v\n", err)
+		os.Exit(1)
+	}
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
 		Cancel: cancel,
 		Init: func(srv *grpc.Server) error {
