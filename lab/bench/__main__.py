@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                           "loadavg_at_start": [round(x, 2) for x in load]}}
     if set(only) != set(BENCHES) and args.out.exists():
         # A partial run updates its sections of an earlier report and says so.
-        report = {**json.loads(args.out.read_text()), **report, "partial_rerun": only}
+        earlier = json.loads(args.out.read_text())
+        report["machine"]["cpu_steal"] = dict(earlier.get("machine", {}).get("cpu_steal", {}))
+        report = {**earlier, **report, "partial_rerun": only}
     started = time.monotonic()
     tables = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
