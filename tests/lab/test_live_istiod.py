@@ -44,8 +44,10 @@ def test_live_istiod_serves_the_gateway_what_the_config_says(converged) -> None:
     assert "gateway pod " in answer.output and "router~" in answer.output  # asked as a gateway pod
     ready = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in converged.lab.kube_json(
         "pods", "-n", "istio-system", "-l", "istio=ingressgateway")["items"]
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
-    assert sorted(answer.facts["pods"]) == sorted(ready) and ready, (answer.facts["pods"], ready)  # every ready pod
+        if "deletionTimestamp" not in p["metadata"] and p["status"].get("phase") == "Running"
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+    # Every Running, Ready gateway pod that is not going away, as pilot-agent would connect.
+    assert sorted(answer.facts["pods"]) == sorted(ready) and ready, (answer.facts["pods"], ready)
     want = answer.facts["expected"]
     for listener in _fronted(answer.facts):
         assert listener["listenerFilters"][0] == PROXY_PROTOCOL and listener["proxyProtocolCount"] == 1, listener
