@@ -57,6 +57,12 @@ class SourceIpEdge(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self),
         )
         self.haproxy_config = haproxy_config = render_haproxy_config(config)
+        gateway_api = uses_gateway_api(config)
+        policy_args = {"config": config, "provider": provider, "policies_after": [self.mesh, self.proxy_protocol]}
+        # A Gateway API gateway's pods get no traffic before HAProxy moves to them: its allow and
+        # deny policies go in first, and HAProxy waits for them. A chart gateway serves its clients
+        # directly until HAProxy sends PROXY: its policies go in after HAProxy (DESIGN's order).
+        self.policy = SourceIpPolicy(f"{name}-policy", policy_args, pulumi.ResourceOptions(parent=self)) if gateway_api else None
         self.hosts = [
             HAProxyHost(
                 f"{name}-{host.name}",
@@ -64,7 +70,7 @@ class SourceIpEdge(pulumi.ComponentResource):
                     "host": host,
                     "ssh_private_key": args["ssh_private_key"],
                     "haproxy_config": haproxy_config,
-                    "after": [self.mesh, self.proxy_protocol],
+                    "after": [self.mesh, self.proxy_protocol, *(self.policy.policies if self.policy else [])],
                     **(
                         {
                             "vip": config.haproxy.vip,
@@ -79,16 +85,10 @@ class SourceIpEdge(pulumi.ComponentResource):
             )
             for host in config.haproxy.hosts
         ]
-        self.policy = SourceIpPolicy(
-            f"{name}-policy",
-            {
-                "config": config,
-                "provider": provider,
-                "after": self.hosts,
-                "policies_after": [self.mesh, self.proxy_protocol] if uses_gateway_api(config) else self.hosts,
-            },
-            pulumi.ResourceOptions(parent=self),
-        )
+        if self.policy is None:
+            policy_args["policies_after"] = self.hosts
+            self.policy = SourceIpPolicy(f"{name}-policy", policy_args, pulumi.ResourceOptions(parent=self))
+        self.policy.lock_after(self.hosts)
         self.outputs = stack_outputs(config, haproxy_config)
         self.register_outputs(self.outputs)
 

@@ -18,9 +18,6 @@ class SourceIpPolicyArgs(TypedDict):
     """The validated stack configuration."""
     provider: Optional[k8s.Provider]
     """Kubernetes provider; None uses the ambient kubeconfig."""
-    after: Sequence[pulumi.Resource]
-    """The trusted-peer lock goes in once HAProxy sends PROXY (before, the gateway's direct
-    clients are not HAProxy)."""
     policies_after: Sequence[pulumi.Resource]
     """The AuthorizationPolicies go in after these: HAProxy too for the gateway chart (a live
     gateway's clients keep their direct path until HAProxy sends PROXY); the Gateway for a
@@ -36,12 +33,20 @@ class SourceIpPolicy(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
-        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"]))
+        self._name, self._args = name, args
         policy_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["policies_after"]))
         self.policies = [
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, policy_opts)
             for policy in authorization_policies(args["config"])
         ]
-        lock = trusted_peer_filter(args["config"])
-        self.trusted_peer_lock = custom_resource(f"{name}-{lock['metadata']['name']}", lock, child_opts) if lock else None
+        self.trusted_peer_lock = None
+
+    def lock_after(self, hosts: Sequence[pulumi.Resource]) -> None:
+        """The trusted-peer lock, once HAProxy sends PROXY (before, the gateway's direct clients are
+        not HAProxy): a second step, because a Gateway API gateway's HAProxy hosts wait for the
+        policies above, and the lock waits for the hosts."""
+        lock = trusted_peer_filter(self._args["config"])
+        if lock:
+            opts = pulumi.ResourceOptions(parent=self, provider=self._args["provider"], depends_on=list(hosts))
+            self.trusted_peer_lock = custom_resource(f"{self._name}-{lock['metadata']['name']}", lock, opts)
         self.register_outputs({"policies": [p.metadata["name"] for p in self.policies]})

@@ -73,9 +73,14 @@ def test_allow_and_deny_policies_are_in_place_before_haproxy_moves_the_lock_afte
     serve visitors unfiltered for a moment); the trusted-peer lock still waits for HAProxy."""
     run = run_program(_gateway_api())
     gateway, config = run.one(GATEWAY), run.one(COMMAND, "-edge-1-config")
-    for policy in run.all(AUTHZ):
+    policies = run.all(AUTHZ)
+    assert policies
+    for policy in policies:
         assert gateway.urn in policy.dependencies
         assert config.urn not in policy.dependencies
+        # HAProxy waits for them: without this edge the two ran side by side, and the lab saw the
+        # allow policy created 45 ms after haproxy.cfg changed (a fresh-clone CI run).
+        assert policy.urn in config.dependencies
     assert config.urn in run.one(ENVOY_FILTER, "-trusted-peers").dependencies
 
 
