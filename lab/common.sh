@@ -25,6 +25,9 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # A host root takes about 180 MB: where /run is a small tmpfs, set LAB_RUN_BASE to a disk directory.
 LAB_RUN_BASE=${LAB_RUN_BASE:-/run/source-ip-edge}
 LAB_DIR=$LAB_RUN_BASE/$LAB_NAME-$(printf %s "$LAB_REPO" | sha256sum | cut -c1-8)
+# lab/down.sh with ABANDONED_LAB_DIR removes another checkout's lab that has no process left
+# (refuse_foreign_lab, below): every path that follows is then that lab's.
+LAB_DIR=${ABANDONED_LAB_DIR:-$LAB_DIR}
 HOST_ROOT=$LAB_DIR/root
 HOST_PID_FILE=$LAB_DIR/host.pid   # systemd-nspawn's pid: the HAProxy host is stopped through it
 HOST_CGROUPS_FILE=$LAB_DIR/host.cgroups   # the cgroups it runs in (host_cgroups, below)
@@ -45,10 +48,11 @@ CP_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwo
 LAB_OUT=$LAB_REPO/build/$LAB_NAME
 
 # EDGE_ADDR and EDGE2_ADDR: the two HAProxy hosts; VIP_ADDR: the address they share (keepalived),
-# which the visitors reach; VRID: its VRRP virtual router id.
+# which the visitors reach; VRID: its VRRP virtual router id. LAB_NS_PREFIX gives the namespaces other
+# names, for tests of these scripts that must not meet a running lab (tests/lab/test_lab_scripts.py).
 case "$LAB_NAME" in
-  lab)      NS_PREFIX=sie;  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10; EDGE2_ADDR=203.0.113.20; VIP_ADDR=203.0.113.100; VRID=51 ;;
-  lab-test) NS_PREFIX=siet; EDGE_ADDR=203.0.113.11; EDGE_ADDR6=2001:db8:113::11; EDGE2_ADDR=203.0.113.21; VIP_ADDR=203.0.113.101; VRID=52 ;;
+  lab)      NS_PREFIX=${LAB_NS_PREFIX:-sie};  EDGE_ADDR=203.0.113.10; EDGE_ADDR6=2001:db8:113::10; EDGE2_ADDR=203.0.113.20; VIP_ADDR=203.0.113.100; VRID=51 ;;
+  lab-test) NS_PREFIX=${LAB_NS_PREFIX:-siet}; EDGE_ADDR=203.0.113.11; EDGE_ADDR6=2001:db8:113::11; EDGE2_ADDR=203.0.113.21; VIP_ADDR=203.0.113.101; VRID=52 ;;
   *) echo "LAB_NAME must be lab or lab-test" >&2; exit 2 ;;
 esac
 
@@ -104,11 +108,37 @@ stop_pids() {  # tenths, pid...
   kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 
-# Refuses to touch a lab of the same name that another checkout has up.
+# The processes of the lab whose run directory is $1 that still run: the pids its pid files name
+# (the hosts' systemd-nspawn, the stand-ins, the control plane's, kwok's; not the files inside the
+# host roots), anything in the hosts' cgroups, and anything in the lab's namespaces.
+lab_processes() {  # run directory
+  local dir=$1 f pid
+  while IFS= read -r f; do
+    pid=$(cat "$f" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" && echo "$pid"
+  done < <(find "$dir" -xdev \( -path "$dir/root" -o -path "$dir/root2" \) -prune -o -type f -name '*.pid' -print)
+  for f in "$dir/host.cgroups" "$dir/host2.cgroups"; do
+    [ -s "$f" ] || continue
+    while read -r cgroup; do
+      [ -d "$cgroup" ] && find "$cgroup" -name cgroup.procs -exec cat {} +
+    done <"$f"
+  done
+  for ns in $LAB_NAMESPACES "$NS_PREFIX-cp"; do ns_exists "$ns" && ip netns pids "$ns"; done
+  true
+} 2>/dev/null
+
+# Refuses to touch a lab of the same name that another checkout has up. A lab none of whose
+# processes runs any more (the session that made it was killed before its make lab-down, which a
+# CI machine's next run must survive) is only in the way: its remains are removed.
 refuse_foreign_lab() {
   local owner
   owner=$(cat "$OWNER_FILE" 2>/dev/null || true)
   if [ -n "$owner" ] && [ "$owner" != "$LAB_DIR" ] && [ -f "$owner/up" ]; then
+    if [ -z "$(lab_processes "$owner")" ]; then
+      log "the lab '$LAB_NAME' from $owner has no process left: removing its remains"
+      ABANDONED_LAB_DIR=$owner bash "$LAB_REPO/lab/down.sh"
+      return 0
+    fi
     log "a lab '$LAB_NAME' from $owner is up on this machine: run make lab-down in that checkout first" >&2
     exit 1
   fi

@@ -4,10 +4,13 @@
 # any mount under its run directory, its namespaces, the root namespace's veth, its run
 # directory, build/<LAB_NAME> and its generated stack configuration. Safe to run twice.
 # `make lab-down` runs `pulumi destroy` before this.
+# With ABANDONED_LAB_DIR set to another checkout's run directory (refuse_foreign_lab in common.sh,
+# when none of that lab's processes runs) it removes that lab's remains instead, and none of this
+# checkout's files.
 source "$(dirname "$0")/common.sh"
 source "$LAB_REPO/lab/host-lib.sh"
 
-refuse_foreign_lab
+[ -n "${ABANDONED_LAB_DIR:-}" ] || refuse_foreign_lab
 
 lab_pids() {
   for ns in $LAB_NAMESPACES; do ns_exists "$ns" && ip netns pids "$ns"; done
@@ -34,8 +37,10 @@ if [ -n "$(mounts_under "$LAB_DIR")" ]; then
   log "still mounted under $LAB_DIR; not removing files" >&2
   exit 1
 fi
-rm -rf --one-file-system "$LAB_DIR" "$LAB_OUT"
+rm -rf --one-file-system "$LAB_DIR"
 # nspawn's per-machine directory on the host, left behind only when it was killed.
 rmdir "/run/systemd/nspawn/propagate/$NS_EDGE" "/run/systemd/nspawn/propagate/$NS_EDGE2" 2>/dev/null || true
-rm -f "$LAB_REPO/Pulumi.$LAB_NAME.yaml" "$OWNER_FILE"
+rm -f "$OWNER_FILE"
+# This checkout's files, unless the lab removed was another checkout's.
+[ -n "${ABANDONED_LAB_DIR:-}" ] || rm -rf "$LAB_OUT" "$LAB_REPO/Pulumi.$LAB_NAME.yaml"
 log "down"
