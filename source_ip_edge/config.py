@@ -592,20 +592,17 @@ def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
     for i, host in enumerate(hosts):
         if host.address == str(address.ip):
             raise ConfigError(key, f"{address.ip} is haproxy.hosts[{i}]'s own address; the VIP must be an address no host has")
+    host_ips = [_ip_or_none(host.address) for host in hosts]  # None: a DNS name, not determinable here
     if not raw["sshOverOtherNetwork"]:
-        for i, host in enumerate(hosts):
-            try:
-                host_ip = ipaddress.ip_address(host.address)
-            except ValueError:
-                continue  # a DNS name: not determinable here
-            if host_ip.version == 4 and host_ip not in network:
+        for i, (host, host_ip) in enumerate(zip(hosts, host_ips)):
+            if host_ip is not None and host_ip.version == 4 and host_ip not in network:
                 raise ConfigError(
                     key,
                     f"{text} is outside the subnet of haproxy.hosts[{i}] ({host.address}); VRRP moves the VIP "
                     "within one subnet (set haproxy.vip.sshOverOtherNetwork: true if SSH uses a management network)",
                 )
     if raw["unicast"]:
-        _check_unicast_peers(hosts, network, raw["sshOverOtherNetwork"])
+        _check_unicast_peers(hosts, host_ips, network, raw["sshOverOtherNetwork"])
     priorities = {host.name: VRRP_PRIORITY_TOP - 10 * i for i, host in enumerate(hosts)}
     if min(priorities.values()) < 1:
         raise ConfigError("haproxy.hosts", f"at most {VRRP_PRIORITY_TOP // 10} hosts can share a VIP")
@@ -618,18 +615,24 @@ def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
     )
 
 
-def _check_unicast_peers(hosts: Sequence[SshHost], network: ipaddress.IPv4Network, ssh_elsewhere: bool) -> None:
+def _ip_or_none(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
+
+
+def _check_unicast_peers(hosts: Sequence[SshHost], host_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address | None],
+                         network: ipaddress.IPv4Network, ssh_elsewhere: bool) -> None:
     """Unicast VRRP sends to the hosts' addresses: they must be IPv4 addresses on the VIP's segment."""
     key = "haproxy.vip.unicast"
     if ssh_elsewhere:
         raise ConfigError(key, "cannot be combined with haproxy.vip.sshOverOtherNetwork: the peers are the hosts' "
                                "addresses, which must be on the VIP's subnet")
-    for i, host in enumerate(hosts):
-        try:
-            host_ip = ipaddress.ip_address(host.address)
-        except ValueError:
+    for i, (host, host_ip) in enumerate(zip(hosts, host_ips)):
+        if host_ip is None:
             raise ConfigError(key, f"needs IP addresses: haproxy.hosts[{i}].address is {host.address!r} "
-                                   "(keepalived's unicast_peer takes addresses, not names)") from None
+                                   "(keepalived's unicast_peer takes addresses, not names)")
         if host_ip.version != 4 or host_ip not in network:
             raise ConfigError(key, f"haproxy.hosts[{i}].address {host.address} is not an IPv4 address in the "
                                    f"VIP's subnet {network}")

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,16 @@ def assert_visitors_arrive(lab: Lab, schemes: tuple[str, ...] = ("http", "https"
     for visitor in lab.visitors:
         for scheme in schemes:
             assert lab.seen_by_gateway(visitor, scheme) == visitor.address, (visitor, scheme)
+
+
+def wait_until(predicate, seconds: float, interval: float = 0.5) -> bool:
+    """Polls `predicate` until it is true or `seconds` have passed; its last answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 def api_time(value: str) -> float:

@@ -6,11 +6,11 @@ CP_ISTIO=stack), with the real istiod started for the istiod chart's pod and sto
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.lab.conftest import wait_until
 from tests.lab.test_control_plane import control_plane_instance, helm_for, kubectl
 
 RELEASES = [("istio-base", "base"), ("istiod", "istiod"), ("istio-ingressgateway", "gateway")]
@@ -29,15 +29,6 @@ def istiod_pid(cp: dict) -> int | None:
 def running(pid: int | None) -> bool:
     return pid is not None and Path(f"/proc/{pid}").is_dir() and \
         "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-
-
-def wait_until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return predicate()
 
 
 def test_base_istiod_gateway_install_awaited_and_uninstall_in_reverse(stack_control_plane, tmp_path) -> None:

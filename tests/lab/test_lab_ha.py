@@ -23,16 +23,20 @@ from tests.lab.conftest import (
     host_snapshot,
     pair_host_snapshot,
     shared_texts,
+    wait_until,
 )
 
 
 def _exactly_one_holder(lab, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while True:
-        holders = lab.vip_holders()
-        if len(holders) == 1 or time.monotonic() >= deadline:
-            return holders
-        time.sleep(0.2)
+    """The VIP's holders once there is exactly one, or as they are when `timeout` runs out."""
+    holders: list[LabHost] = []
+
+    def one() -> bool:
+        holders[:] = lab.vip_holders()
+        return len(holders) == 1
+
+    wait_until(one, timeout, interval=0.2)
+    return holders
 
 
 def _counter(metrics: str, family: str, proxy: str) -> float:
@@ -172,10 +176,8 @@ def test_unicast_vrrp_keeps_one_holder_where_the_segment_drops_multicast(edge) -
     assert len(_exactly_one_holder(lab)) == 1
     lab.flood_multicast_to_hosts(False)
     try:
-        deadline = time.monotonic() + 15
-        while len(lab.vip_holders()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(lab.vip_holders()) == 2, "multicast VRRP without multicast: each host should take the VIP"
+        assert wait_until(lambda: len(lab.vip_holders()) == 2, 15, interval=0.2), \
+            "multicast VRRP without multicast: each host should take the VIP"
         stack.set_config("source-ip-edge:haproxy.vip.unicast", auto.ConfigValue("true"), path=True)
         assert edge.up().summary.result == "succeeded"
         for host in lab.hosts:

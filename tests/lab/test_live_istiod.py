@@ -76,15 +76,21 @@ def test_forged_addresses_are_refused_on_the_live_listeners(converged) -> None:
     assert all(p["allowed"] == p["wantAllowed"] for p in probes)
 
 
+COMPARED_FACTS = {"checks", "listeners", "probes", "probesSkipped", "expected"}
+
+
 def test_live_and_offline_answers_agree(converged) -> None:
     """What `make gateway-preview` computes offline for the stack is what the running istiod serves:
     the same listeners, filters, XFF hops, RBAC addresses and probe verdicts."""
     live = gateway_xds.ask(converged.lab, STACK_NAME, live=True)
     offline = gateway_xds.ask(converged.lab, STACK_NAME, live=False)
     assert live.returncode == 0 and offline.returncode == 0, (live.output[-2000:], offline.output[-2000:])
-    # Which pods istiod was asked as is the live answer's own (offline there are none), not a fact.
+    # Which pods istiod was asked as is the live answer's own (offline there are none), not a fact
+    # compared; every other field of the facts (gateway-preview/facts.go) is.
     assert live.facts.get("pods") and "pods" not in offline.facts
-    assert {key: value for key, value in live.facts.items() if key != "pods"} == offline.facts
+    assert set(live.facts) == COMPARED_FACTS | {"pods"} and set(offline.facts) == COMPARED_FACTS
+    for key in sorted(COMPARED_FACTS):
+        assert live.facts[key] == offline.facts[key], key
 
 
 def test_the_seeds_listener_merge_envoyfilter_fails_the_live_check(converged) -> None:

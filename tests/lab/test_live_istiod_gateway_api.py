@@ -16,8 +16,7 @@ import pytest
 from pulumi import automation as auto
 
 from lab import gateway_xds
-from tests.lab.conftest import STACK_NAME, api_time, assert_visitors_arrive
-from tests.lab.test_control_plane_helm import wait_until
+from tests.lab.conftest import STACK_NAME, api_time, assert_visitors_arrive, wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 NAMESPACE = "istio-system"
