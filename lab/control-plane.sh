@@ -50,7 +50,7 @@ kubectl_cp() { kubectl --kubeconfig "$CP_DIR/kubeconfig" --request-timeout=20s "
 # the work directory on their command line), istiod, and anything else left in the namespace.
 cp_pids() {
   local f pid
-  for f in "$CLUSTER_DIR"/pids/*.pid "$CP_PIDS"/*.pid "$CP_DIR/istiod.pid"; do
+  for f in "$CLUSTER_DIR"/pids/*.pid "$CP_PIDS"/*.pid "$CP_DIR/istiod.pid" "$CP_DIR/istiod-watch.pid"; do
     [ -s "$f" ] || continue
     pid=$(cat "$f")
     running "$pid" && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$CP_DIR" && echo "$pid"
@@ -147,18 +147,41 @@ stop_istiod() {
   cp_log "istiod stopped (pid $pid): its pod is gone"
 }
 
-bridge() {
+reconcile_istiod() {
   local pod injector pid
-  trap 'stop_istiod; exit 0' TERM INT
-  while sleep 1; do
-    pod=$(kubectl_cp -n "$ISTIO_NAMESPACE" get pods -l app=istiod --field-selector=status.phase=Running \
-      -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
-    injector=$(kubectl_cp -n "$ISTIO_NAMESPACE" get configmap istio-sidecar-injector -o name 2>/dev/null || true)
-    pid=$(cat "$CP_DIR/istiod.pid" 2>/dev/null || true)
-    if [ -n "$pod" ] && [ -n "$injector" ]; then
-      { [ -n "$pid" ] && running "$pid"; } || start_istiod "$pod"
-    else
-      stop_istiod
+  pod=$(kubectl_cp -n "$ISTIO_NAMESPACE" get pods -l app=istiod --field-selector=status.phase=Running \
+    -o jsonpath='{.items[0].metadata.name}' 2>/dev/null || true)
+  injector=$(kubectl_cp -n "$ISTIO_NAMESPACE" get configmap istio-sidecar-injector -o name 2>/dev/null || true)
+  pid=$(cat "$CP_DIR/istiod.pid" 2>/dev/null || true)
+  if [ -n "$pod" ] && [ -n "$injector" ]; then
+    { [ -n "$pid" ] && running "$pid"; } || start_istiod "$pod"
+  else
+    stop_istiod
+  fi
+}
+
+# Wakes on every change of an istiod pod (a kubectl watch prints a line for each), and every 10 s
+# regardless (the injector ConfigMap, which Helm makes before the pod, is not watched). Polling
+# with two kubectl runs a second took 10-40% of a CPU for as long as the lab was up. The watch
+# ends with its request timeout or the API server; the next one starts a second later. Its pid
+# file is outside $CP_PIDS (it comes and goes); down stops it by pid with the rest.
+bridge() {
+  local watch_pid="" rc
+  trap 'stop_istiod; [ -z "$watch_pid" ] || kill "$watch_pid" 2>/dev/null; exit 0' TERM INT
+  while :; do
+    if [ -z "$watch_pid" ] || ! running "$watch_pid"; then
+      exec 3< <(exec kubectl --kubeconfig "$CP_DIR/kubeconfig" --request-timeout=5m -n "$ISTIO_NAMESPACE" \
+        get pods -l app=istiod --watch -o name 2>/dev/null)
+      watch_pid=$!
+      echo "$watch_pid" >"$CP_DIR/istiod-watch.pid"
+    fi
+    reconcile_istiod
+    rc=0
+    read -r -t 10 -u 3 _ || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      for _ in $(seq 50); do read -r -t 0.2 -u 3 _ || break; done   # a burst of changes, read as one
+    elif [ "$rc" -le 128 ]; then
+      sleep 1   # the watch ended
     fi
   done
 }
