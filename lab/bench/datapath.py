@@ -30,7 +30,7 @@ from typing import Any, Callable
 from lab.bench.figures import median, parse_wrk, summarize, table
 from lab.bench.netns import BenchNamespaces, exit_on_sigterm, wait_until
 from source_ip_edge.config import parse_stack_config
-from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET, render_haproxy_config
+from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET, SERVER_STATE_FILE, render_haproxy_config
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DIR = Path(os.environ.get("LAB_RUN_BASE", "/run/source-ip-edge")) / (
@@ -75,11 +75,15 @@ def rendered_config() -> str:
 
 def for_namespace(cfg: str, run_dir: Path) -> str:
     """The rendered haproxy.cfg, changed only where a native run in a bench namespace must differ from
-    a host's: the runtime API socket goes to the bench's own directory (a host's /run/haproxy is not
-    ours here). `chroot /var/lib/haproxy` and `user haproxy` stay: Debian's haproxy package made both.
+    a host's: the runtime API socket and the server-state file go to the bench's own directory (a
+    host's /run/haproxy is not ours here; the state file holds no states, as on a host's first
+    start). `chroot /var/lib/haproxy` and `user haproxy` stay: Debian's haproxy package made both.
     `log /dev/log` stays too: where nothing listens there, log lines are dropped (nginx stream, as
     configured here, logs nothing either)."""
-    assert f"stats socket {ADMIN_SOCKET} " in cfg
+    assert f"stats socket {ADMIN_SOCKET} " in cfg and f"server-state-file {SERVER_STATE_FILE}\n" in cfg
+    state = run_dir / "haproxy-server-state"
+    state.write_text("1\n")
+    cfg = cfg.replace(f"server-state-file {SERVER_STATE_FILE}\n", f"server-state-file {state}\n", 1)
     return cfg.replace(f"stats socket {ADMIN_SOCKET} ", f"stats socket {run_dir}/haproxy-admin.sock ", 1)
 
 

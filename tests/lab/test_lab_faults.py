@@ -15,7 +15,7 @@ import pytest
 from pulumi import automation as auto
 
 from lab.labkit import load_result
-from tests.lab.conftest import assert_visitors_arrive
+from tests.lab.conftest import assert_visitors_arrive, wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 FALL_TIMES_INTER_S = 3 * 2  # haproxy_cfg.py: `inter 2s fall 3`
@@ -135,6 +135,60 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
             time.sleep(1)
     assert_visitors_arrive(edge.lab, ("http",))
     assert set(edge.up().summary.resource_changes or {}) == {"same"}
+
+
+def _gateway_down_on_every_host(edge, address: str) -> bool:
+    stat = "echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"
+    return all(
+        all(line.split(",")[17] == "DOWN" for line in edge.lab.ssh(stat, address=host.address).stdout.splitlines()
+            if line.split(",")[1:2] == [f"node-{address}"])
+        for host in edge.lab.hosts
+    )
+
+
+def test_an_unreachable_gateway_node_stays_out_across_a_pulumi_up_under_load(edge) -> None:
+    """A gateway node that drops traffic (powered off; or, with externalTrafficPolicy Local, a node
+    running no gateway pod), which HAProxy's check has marked DOWN, and then a `pulumi up` that
+    reloads HAProxy: the new workers start from the old workers' server states (server-state-file,
+    lib.sh save_server_state), so no visitor is sent to the node. Before, new workers started every
+    server UP until its first check timed out, and each reload lost the connections sent there."""
+    lab = edge.lab
+    gateway = lab.gateways[0]
+    visitor = lab.visitors[0]
+    # The node takes the SYNs and never answers: its replies to the HAProxy hosts are discarded
+    # (blackhole routes in its namespace), as a node that is off or whose kube-proxy drops them.
+    blackholes = [["ip", "-n", gateway["namespace"], "route", "add", "blackhole", f"{host.address}/32"] for host in lab.hosts]
+    for route in blackholes:
+        subprocess.run(route, check=True)
+    try:
+        assert wait_until(lambda: _gateway_down_on_every_host(edge, gateway["address"]), FALL_TIMES_INTER_S + 20)
+        edge.stack.set_config("source-ip-edge:haproxy.timeouts.client", auto.ConfigValue("51s"), path=True)
+        load = lab.start_load(visitor, "http", seconds=45, max_requests=500_000, concurrency=3)
+        started = time.monotonic()
+        try:
+            time.sleep(2)
+            assert edge.up().summary.result == "succeeded"
+            up_done = time.monotonic() - started
+        finally:
+            counts = load_result(load, timeout=120)
+    finally:
+        for route in blackholes:
+            subprocess.run([*route[:4], "del", *route[5:]], check=True)
+        edge.stack.remove_config("source-ip-edge:haproxy.timeouts.client", path=True)
+    print(f"an unreachable gateway node across a pulumi up (done {up_done:.1f} s into the load): {counts}")
+    assert up_done < counts["seconds"] - 3, "the reloads happened while the load ran"
+    assert all("timeout client 51s" in config for config in _configs(edge))
+    assert counts["requests"] > 50 and counts["failed"] == 0, counts
+    assert wait_until(lambda: _visitors_arrive(edge), 30)
+    assert edge.up().summary.result == "succeeded"
+
+
+def _visitors_arrive(edge) -> bool:
+    try:
+        assert_visitors_arrive(edge.lab, ("http",))
+        return True
+    except AssertionError:
+        return False
 
 
 def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from source_ip_edge.config import StackConfig, parse_stack_config
+from source_ip_edge.render.haproxy_host.haproxy_cfg import SERVER_STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBGKfyAcxm9D8pOf8FS3yH4MTmOd5yqHvq2NI6DdM7h"
@@ -39,6 +40,11 @@ def haproxy_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`haproxy -c` on a config; HAProxy is installed by `make setup`, so a missing one fails."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     assert Path(binary).exists(), "haproxy is not installed: run `make setup`"
+    # On a host the server-state file exists once haproxy has started (lib.sh, save_server_state);
+    # here it is a file of the test's own, with no states in it.
+    state = tmp_path / "server-state"
+    state.write_text("1\n")
+    text = text.replace(f"server-state-file {SERVER_STATE_FILE}\n", f"server-state-file {state}\n")
     path = tmp_path / "haproxy.cfg"
     path.write_text(text)
     return subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True)

@@ -16,6 +16,9 @@ HEALTH_CHECK_PATH = "/healthz/ready"  # the Istio gateway's readiness endpoint o
 # check request is set per backend, not per server, and says who sends it.
 HEALTH_CHECK_HOST = "source-ip-edge-health-check"
 ADMIN_SOCKET = "/run/haproxy/admin.sock"  # HAProxy's runtime API on each host
+# The servers' states (UP, DOWN, maintenance) as the running workers knew them, saved by the hosts'
+# apply script just before each reload and read by the new workers (lib.sh, save_server_state).
+SERVER_STATE_FILE = "/run/haproxy/server-state"
 
 
 def render_haproxy_config(config: StackConfig) -> str:
@@ -71,6 +74,10 @@ def _global(haproxy: HAProxySettings) -> str:
         f"    maxconn {haproxy.maxconn}",
         # expose-fd lets a reloading process take over the listening sockets: no refused connections.
         f"    stats socket {ADMIN_SOCKET} mode 600 level admin expose-fd listeners",
+        # New workers start every server UP until its first check fails: after a reload, a node
+        # that is down (or, with externalTrafficPolicy Local, runs no gateway pod) would get
+        # visitors again for up to a check's timeout. They start from the old workers' states.
+        f"    server-state-file {SERVER_STATE_FILE}",
         # Old processes keep serving long-lived tunnels after a reload; this bounds how long.
         f"    hard-stop-after {haproxy.timeouts.hard_stop_after}",
         *(f"    {line}" for line in haproxy.extra_global),
@@ -90,6 +97,7 @@ def _defaults(haproxy: HAProxySettings) -> str:
         # ACK can ride on that packet: one packet less per connection (make bench: ~1.1x req/s
         # with a new connection per request, keep-alive unchanged).
         "    option tcp-smart-connect",
+        "    load-server-state-from-file global",
         f"    timeout connect {timeouts.connect}",
         f"    timeout client {timeouts.client}",
         f"    timeout server {timeouts.server}",

@@ -11,6 +11,7 @@
 #   STATE_DIR        the record of the host before us, and our lock
 #   PIDFILE          the master's pid file (the Debian and RHEL units use /run/haproxy.pid)
 #   STATS_SOCKET     haproxy.cfg's `stats socket`: the runtime API that says what is loaded
+#   SERVER_STATE_FILE haproxy.cfg's `server-state-file`: the servers' states, saved before a reload
 #   SERVICE_MANAGER  auto | systemd | pidfile (auto: systemd when it is PID 1, sd_booted(3))
 #   CONF_D           a directory the host's unit loads after haproxy.cfg (RHEL), if it exists
 
@@ -333,6 +334,8 @@ haproxy_loaded_identity() {
 }
 
 # `haproxy -c` on a file together with the directory the host's unit also loads (RHEL: conf.d).
+# Before a host's first start it warns that the server-state file is missing (save_server_state
+# makes it at the start); the apply shows the check's output only when the check fails.
 haproxy_check() {
   if [ -n "$CONF_D" ] && [ -d "$CONF_D" ]; then
     haproxy -c -f "$1" -f "$CONF_D"
@@ -373,10 +376,52 @@ stop_master() {
   log "stopped haproxy (master pid $pid)"
 }
 
+# The servers haproxy.cfg ($1) defines, a line each: backend, server, address, port, check port
+# ("-" when the config names none). Reads the layout source-ip-edge renders.
+config_servers() {
+  awk '
+    $1 == "backend" || $1 == "listen" { be = $2; check_port = "-"; next }
+    $1 == "global" || $1 == "defaults" || $1 == "frontend" { be = ""; next }
+    be != "" && $1 == "default-server" { for (i = 2; i < NF; i++) if ($i == "port") check_port = $(i + 1); next }
+    be != "" && $1 == "server" {
+      address = $3; port = $3
+      sub(/:[0-9]+$/, "", address); gsub(/^\[|\]$/, "", address); sub(/^.*:/, "", port)
+      server_check_port = check_port
+      for (i = 4; i < NF; i++) if ($i == "port") server_check_port = $(i + 1)
+      print be, $2, address, port, server_check_port
+    }' "$1"
+}
+
+# Saves the running workers' server states (`show servers state`) where haproxy.cfg's
+# server-state-file says, for the new workers to start from: a gateway node that is DOWN stays
+# DOWN across the reload instead of getting visitors until its first check fails. Only the lines
+# of servers the live haproxy.cfg defines with the same address, port and check port are kept:
+# HAProxy applies a state's port over the config's (haproxy/haproxy#1412, #3296), so a server
+# whose config changed must start from its config. Without a runtime API to ask, the file holds
+# the format version alone, which HAProxy reads as "no states" without a warning.
+save_server_state() {
+  mkdir -p "$(dirname "$SERVER_STATE_FILE")"
+  rm -f "$SERVER_STATE_FILE.tmp"
+  config_servers "$HAPROXY_CFG" >"$SERVER_STATE_FILE.servers"
+  if [ -S "$STATS_SOCKET" ]; then
+    echo "show servers state" | socat -t 2 stdio "UNIX-CONNECT:$STATS_SOCKET" 2>/dev/null | awk '
+      NR == FNR { keep[$0] = 1; next }
+      FNR == 1 { if ($0 != "1") exit; print; next }
+      /^#/ { for (i = 2; i <= NF; i++) column[$i] = i - 1; print; next }
+      ($(column["be_name"]) " " $(column["srv_name"]) " " $(column["srv_addr"]) " " \
+       $(column["srv_port"]) " " $(column["srv_check_port"])) in keep' \
+      "$SERVER_STATE_FILE.servers" - >"$SERVER_STATE_FILE.tmp" || true
+  fi
+  [ -s "$SERVER_STATE_FILE.tmp" ] || echo 1 >"$SERVER_STATE_FILE.tmp"
+  mv -f "$SERVER_STATE_FILE.tmp" "$SERVER_STATE_FILE"
+  rm -f "$SERVER_STATE_FILE.servers"
+}
+
 # Starts haproxy, or reloads it seamlessly (never a restart: that drops connections).
 haproxy_start_or_reload() {
   # The runtime API's directory; the packages' tmpfiles.d makes it at boot, not always at install.
   mkdir -p "$(dirname "$STATS_SOCKET")"
+  save_server_state
   if has_systemd; then
     if systemctl is-active --quiet haproxy; then systemctl reload haproxy 9>&-
     else systemctl start haproxy 9>&-; fi

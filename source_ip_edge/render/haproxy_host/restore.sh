@@ -15,4 +15,5 @@ if ! record_trusted; then
   exit 0
 fi
 restore_managed_file
+rm -f "$SERVER_STATE_FILE"   # ours (lib.sh, save_server_state), whatever haproxy.cfg the host runs now
 log "host restored to its record"

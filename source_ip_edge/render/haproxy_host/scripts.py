@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
+from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET, SERVER_STATE_FILE
 from source_ip_edge.render.haproxy_host.keepalived_conf import CHECK_SCRIPT, LOADED_FILE
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
@@ -36,6 +36,8 @@ class HostParams:
     """The master's pid file (both distributions' units write it here)."""
     stats_socket: str = ADMIN_SOCKET
     """haproxy.cfg's runtime API socket, which reports what the running workers loaded."""
+    server_state_file: str = SERVER_STATE_FILE
+    """haproxy.cfg's server-state-file, written before each reload (lib.sh, save_server_state)."""
     service_manager: str = "auto"
     """auto (systemd when it runs as PID 1), systemd, or pidfile (a master-worker we start)."""
     conf_d: str = "/etc/haproxy/conf.d"
@@ -55,6 +57,7 @@ class HostParams:
             "STATE_DIR": self.state_dir,
             "PIDFILE": self.pidfile,
             "STATS_SOCKET": self.stats_socket,
+            "SERVER_STATE_FILE": self.server_state_file,
             "SERVICE_MANAGER": self.service_manager,
             "CONF_D": self.conf_d,
             "KEEPALIVED_CONF": self.keepalived_conf,

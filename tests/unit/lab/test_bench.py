@@ -67,11 +67,14 @@ def test_table_aligns_columns():
     assert text.splitlines() == ["a          bb", "---------  ----", "1,234,567  -", "x          0.50"]
 
 
-def test_namespace_run_changes_only_the_runtime_api_socket(tmp_path):
+def test_namespace_run_changes_only_the_runtime_api_socket_and_the_server_state_file(tmp_path):
     rendered = datapath.rendered_config()
     adapted = datapath.for_namespace(rendered, tmp_path)
-    changed = [(a, b) for a, b in zip(rendered.splitlines(), adapted.splitlines()) if a != b]
-    assert len(changed) == 1 and changed[0][1].strip().startswith(f"stats socket {tmp_path}/")
+    changed = [b.strip() for a, b in zip(rendered.splitlines(), adapted.splitlines()) if a != b]
+    assert len(changed) == 2
+    assert changed[0].startswith(f"stats socket {tmp_path}/")
+    assert changed[1] == f"server-state-file {tmp_path}/haproxy-server-state"
+    assert (tmp_path / "haproxy-server-state").read_text() == "1\n"  # no states, no warning
     assert "chroot /var/lib/haproxy" in adapted and "send-proxy-v2" in adapted
 
 

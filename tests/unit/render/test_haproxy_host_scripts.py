@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -89,6 +88,7 @@ class Host:
             state_dir=str(tmp / "state"),
             pidfile=str(tmp / "haproxy.pid"),
             stats_socket=str(tmp / "run" / "admin.sock"),
+            server_state_file=str(tmp / "run" / "server-state"),
             service_manager=manager,
             conf_d=str(etc / "conf.d"),
         )
@@ -257,6 +257,68 @@ def test_changed_config_reloads_seamlessly_keeping_the_master(host: Host) -> Non
     assert Path(host.params.config + ".source-ip-edge.prev").read_text() == old
     with socket.create_connection(("127.0.0.1", port), timeout=2):
         pass  # still listening
+
+
+def _stateful_config(host: HostParams, port: int, check_port: int, node_2_port: int, balance: str = "roundrobin") -> str:
+    """Like the rendered config where server states matter: server-state-file, TCP checks on a port
+    of their own. HAProxy spreads first checks over `inter` in server order: node-2, first, is
+    checked at once; node-1, second, only after 30 s, so what it starts as is what a test sees."""
+    body = (
+        "# Managed by source-ip-edge (test)\n"
+        "global\n"
+        f"    stats socket {host.stats_socket} mode 600 level admin expose-fd listeners\n"
+        f"    server-state-file {host.server_state_file}\n"
+        "\n"
+        "defaults\n"
+        "    mode tcp\n"
+        "    load-server-state-from-file global\n"
+        "    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
+        "\n"
+        f"frontend http\n    bind 127.0.0.1:{port}\n    default_backend gateway\n"
+        "\n"
+        "backend gateway\n"
+        f"    balance {balance}\n"
+        f"    default-server check port {check_port} inter 60s fall 3 rise 2 send-proxy-v2\n"
+        f"    server node-2 [::1]:{node_2_port}\n"
+        "    server node-1 127.0.0.1:9\n"
+    )
+    return body.replace("global\n", f"global\n    description {config_identity(body)}\n", 1)
+
+
+def _servers_state(host: Host) -> dict[str, dict[str, str]]:
+    result = subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
+                            input="show servers state\n", capture_output=True, text=True, timeout=10)
+    lines = result.stdout.splitlines()
+    columns = lines[1].split()[1:]
+    rows = [dict(zip(columns, line.split())) for line in lines[2:] if line.strip()]
+    return {row["srv_name"]: row for row in rows}
+
+
+def test_a_down_server_stays_down_across_a_reload_and_a_changed_server_starts_from_its_config(host: Host) -> None:
+    """New workers start every server UP until its first check fails, unless they read the old
+    workers' states (server-state-file): the apply saves them before the reload, without the lines
+    of servers whose address or port changed (HAProxy would apply the state's port over the config's)."""
+    port = _free_port()
+    # The checks' port answers on both loopback addresses: checks pass.
+    with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True) as checked:
+        check_port = checked.getsockname()[1]
+        assert host.apply(_stateful_config(host.params, port, check_port, 10001)).returncode == 0
+        for server in ("node-1", "node-2"):
+            subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
+                           input=f"set server gateway/{server} health down\n", text=True, check=True, timeout=10)
+        assert {row["srv_op_state"] for row in _servers_state(host).values()} == {"0"}  # both DOWN
+
+        result = host.apply(_stateful_config(host.params, port, check_port, 10002, balance="leastconn"))
+        assert result.returncode == 0, result.stderr
+        after = _servers_state(host)
+        assert after["node-1"]["srv_op_state"] == "0", "the DOWN server stays DOWN across the reload"
+        assert after["node-2"]["srv_port"] == "10002", "a server whose port changed takes the config's"
+        assert after["node-2"]["srv_op_state"] == "2", "and starts from its config, not its old state"
+        saved = Path(host.params.server_state_file).read_text()
+        assert " node-1 " in saved and " node-2 " not in saved
+
+    assert host.restore().returncode == 0
+    assert not Path(host.params.server_state_file).exists(), "destroy removes the saved states"
 
 
 def test_rejected_config_fails_at_check_and_touches_nothing(host: Host) -> None:
