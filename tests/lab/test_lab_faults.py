@@ -39,17 +39,18 @@ def test_the_edge_is_up_for_the_fault_tests(edge) -> None:
     assert_visitors_arrive(edge.lab, ("http",))
 
 
+def _restarted(lab, host, old_pid: str) -> bool:
+    pid = lab.ssh("cat /run/haproxy.pid", address=host.address).stdout.strip()
+    return bool(pid) and pid != old_pid and lab.units_active(host, "haproxy") == ["active"]
+
+
 def test_haproxy_killed_on_a_host_is_back_and_the_next_up_changes_nothing(edge) -> None:
     lab = edge.lab
     for host in lab.hosts:
         old = lab.ssh("cat /run/haproxy.pid", address=host.address).stdout.strip()
         assert lab.ssh("kill -KILL $(cat /run/haproxy.pid)", address=host.address).returncode == 0
-        deadline = time.monotonic() + 30  # Debian's unit: Restart=always
-        while time.monotonic() < deadline:
-            pid = lab.ssh("cat /run/haproxy.pid", address=host.address).stdout.strip()
-            if pid and pid != old and lab.units_active(host, "haproxy") == ["active"]:
-                break
-            time.sleep(0.2)
+        # Debian's unit: Restart=always.
+        wait_until(lambda: _restarted(lab, host, old), 30, interval=0.2)
         assert lab.units_active(host, "haproxy") == ["active"], host
     assert_visitors_arrive(edge.lab, ("http",))
     before = _configs(edge)
@@ -126,13 +127,7 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
                         "-p", str(conf.parent), "-e", str(conf.parent / "error.log")], check=True)
     print(f"gateway node down under load: while the check notices {during}, after {after}")
     assert after["requests"] > 50 and after["failed"] == 0, after
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            assert_visitors_arrive(edge.lab, ("http",))
-            break
-        except AssertionError:
-            time.sleep(1)
+    wait_until(lambda: _visitors_arrive(edge), 30, interval=1)
     assert_visitors_arrive(edge.lab, ("http",))
     assert set(edge.up().summary.resource_changes or {}) == {"same"}
 
@@ -179,11 +174,13 @@ def test_an_unreachable_gateway_node_stays_out_across_a_pulumi_up_under_load(edg
     assert up_done < counts["seconds"] - 3, "the reloads happened while the load ran"
     assert all("timeout client 51s" in config for config in _configs(edge))
     assert counts["requests"] > 50 and counts["failed"] == 0, counts
-    assert wait_until(lambda: _visitors_arrive(edge), 30)
+    wait_until(lambda: _visitors_arrive(edge), 30, interval=1)
+    assert_visitors_arrive(edge.lab, ("http",))
     assert edge.up().summary.result == "succeeded"
 
 
 def _visitors_arrive(edge) -> bool:
+    """assert_visitors_arrive as a predicate, for wait_until."""
     try:
         assert_visitors_arrive(edge.lab, ("http",))
         return True

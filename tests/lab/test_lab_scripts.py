@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lab.labkit import REPO
+from tests.lab.conftest import wait_until
 
 LAB_NAME = "lab-test"
 NS_PREFIX = "sieu"
@@ -57,13 +57,9 @@ def foreign_lab(tmp_path: Path):
             subprocess.run(["ip", "netns", "del", NAMESPACE], check=True)
 
 
-def _wait_in_namespace(pid: int) -> None:
-    for _ in range(100):
-        listed = subprocess.run(["ip", "netns", "pids", NAMESPACE], capture_output=True, text=True, check=True)
-        if str(pid) in listed.stdout.split():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"pid {pid} never entered {NAMESPACE}")
+def _in_namespace(pid: int) -> bool:
+    listed = subprocess.run(["ip", "netns", "pids", NAMESPACE], capture_output=True, text=True, check=True)
+    return str(pid) in listed.stdout.split()
 
 
 def _check(run_base: Path) -> subprocess.CompletedProcess:
@@ -95,7 +91,7 @@ def test_a_lab_with_a_process_left_is_refused_and_untouched(foreign_lab, where: 
         (lab_dir / "pids" / "apt-http.pid").write_text(f"{process.pid}\n")
     else:
         process = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, "sleep", "120"])
-        _wait_in_namespace(process.pid)
+        assert wait_until(lambda: _in_namespace(process.pid), 5, interval=0.05), f"pid {process.pid} never entered {NAMESPACE}"
     try:
         result = _check(run_base)
         assert process.poll() is None, "the other lab's process still runs"
