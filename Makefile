@@ -1,4 +1,4 @@
-# source-ip-edge: entry points. Each concern's targets live in mk/<concern>.mk.
+# source-ip-edge: entry points. Each concern's targets live in hack/make/<concern>.mk.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
@@ -8,7 +8,7 @@ BUILD := $(ROOT)/build
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/source-ip-edge
 export CACHE_DIR
 
-include $(sort $(wildcard $(ROOT)/mk/*.mk))
+include $(sort $(wildcard $(ROOT)/hack/make/*.mk))
 
 .PHONY: help
 help:

@@ -3,7 +3,7 @@ AuthorizationPolicy sees the visitor's real IP. Reads config, builds the edge, e
 
 import pulumi
 
-from source_ip_edge.program import build
+from components.program import build
 
 for name, value in build().outputs.items():
     pulumi.export(name, value)

@@ -1,9 +1,9 @@
 """Fixtures for the lab layer: a lab instance of its own ('lab-test') and its stack, via the Automation API.
 
-lab/up.sh also starts the lab's Kubernetes control plane (CP_ISTIO=stack), which the stack installs
+hack/lab/up.sh also starts the lab's Kubernetes control plane (CP_ISTIO=stack), which the stack installs
 Istio into with Helm; the Automation API runs every command with KUBECONFIG set to it.
 Everything is torn down in finalizers, also when a test fails: the stack is destroyed
-and removed, then lab/down.sh stops the control plane, halts the HAProxy host (a systemd-nspawn
+and removed, then hack/lab/down.sh stops the control plane, halts the HAProxy host (a systemd-nspawn
 container, by its pid), stops every other process in the lab's namespaces by pid and removes the
 lab's run directory.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.labkit import REPO, Lab
+from hack.lab.labkit import REPO, Lab
 
 LAB_NAME = "lab-test"
 STACK_NAME = "lab-test"
@@ -29,7 +29,7 @@ STACK_NAME = "lab-test"
 
 def _lab_script(script: str, *args: str) -> None:
     env = dict(os.environ, LAB_NAME=LAB_NAME)
-    result = subprocess.run(["bash", str(REPO / "lab" / script), *args], env=env, capture_output=True,
+    result = subprocess.run(["bash", str(REPO / "hack" / "lab" / script), *args], env=env, capture_output=True,
                             text=True, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -58,7 +58,7 @@ def api_time(value: str) -> float:
 
 
 def host_machine(action: str, host) -> None:
-    """One HAProxy host of the test lab as a machine (lab/host.sh): halt, cut (its power) or boot."""
+    """One HAProxy host of the test lab as a machine (hack/lab/host.sh): halt, cut (its power) or boot."""
     _lab_script("host.sh", action, host.name)
 
 

@@ -1,4 +1,4 @@
-"""lab/control-plane.sh: a kwokctl cluster from the toolchain's binaries, with a controller manager,
+"""hack/lab/control-plane.sh: a kwokctl cluster from the toolchain's binaries, with a controller manager,
 a scheduler and kwok nodes, Istio's charts applied and the real istiod running outside it, serving
 validation and injection webhooks the API server calls; `down` leaves no process, namespace or file.
 
@@ -17,24 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from lab.labkit import REPO
+from hack.lab.labkit import REPO
 
 BINARIES = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwokctl",
             "kubectl", "istioctl", "pilot-discovery", "helm"]
 CP_NS = "sietc-cp"
 CP_NET = "198.18.12"
-GATEWAYS = {"lab-node-1": "192.0.2.50", "lab-node-2": "192.0.2.51"}  # lab/common.sh GATEWAY1/2
+GATEWAYS = {"lab-node-1": "192.0.2.50", "lab-node-2": "192.0.2.51"}  # hack/lab/common.sh GATEWAY1/2
 
 
 def pinned(key: str) -> str:
-    for line in (REPO / "scripts" / "toolchain" / "versions.env").read_text().splitlines():
+    for line in (REPO / "hack" / "toolchain" / "versions.env").read_text().splitlines():
         if line.startswith(f"{key}="):
             return line.split("=", 1)[1].strip()
     raise KeyError(key)
 
 
 def script(env: dict[str, str], action: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "lab" / "control-plane.sh"), action], env=env,
+    return subprocess.run(["bash", str(REPO / "hack" / "lab" / "control-plane.sh"), action], env=env,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -57,7 +57,7 @@ def namespaces() -> list[str]:
 
 
 def control_plane_instance(cp_ns: str, cp_net: str, istio: str):
-    """Bring up an instance of lab/control-plane.sh of its own; yield its control-plane.json; then
+    """Bring up an instance of hack/lab/control-plane.sh of its own; yield its control-plane.json; then
     `down`, checked: no process naming its directory, no namespace, no directory."""
     if os.geteuid() != 0:
         pytest.skip("the control plane runs in a network namespace: run as root (make lab-test)")

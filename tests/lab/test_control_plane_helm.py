@@ -1,5 +1,5 @@
 """Istio installed the way `istio.install: true` installs it: Helm releases base, istiod and gateway
-from the lab's chart repository, awaited, against the lab's API server (lab/control-plane.sh with
+from the lab's chart repository, awaited, against the lab's API server (hack/lab/control-plane.sh with
 CP_ISTIO=stack), with the real istiod started for the istiod chart's pod and stopped when it goes.
 """
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from lab.haproxy_runtime import runtime_command, wait_until_checked
-from lab.labkit import load_result
-from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET
+from hack.lab.haproxy_runtime import runtime_command, wait_until_checked
+from hack.lab.labkit import load_result
+from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET
 from tests.lab.conftest import STACK_NAME, assert_visitors_arrive, backend_files, cluster_left_after_destroy, host_snapshot, shared_texts
 
 CONFIG = "/etc/haproxy/haproxy.cfg"

@@ -14,7 +14,7 @@ import time
 import pytest
 from pulumi import automation as auto
 
-from lab.labkit import load_result
+from hack.lab.labkit import load_result
 from tests.lab.conftest import assert_visitors_arrive, wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"

@@ -15,7 +15,7 @@ from typing import Callable
 import pytest
 from pulumi import automation as auto
 
-from lab.labkit import REPO, LabHost, in_namespace, load_result
+from hack.lab.labkit import REPO, LabHost, in_namespace, load_result
 from tests.lab.conftest import (
     STACK_NAME,
     cluster_left_after_destroy,

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.labkit import REPO
+from hack.lab.labkit import REPO
 from tests.lab.conftest import wait_until
 
 LAB_NAME = "lab-test"
 NS_PREFIX = "sieu"
 NAMESPACE = f"{NS_PREFIX}-rt"
 # What up.sh and down.sh run first: the same two files, then the check.
-CHECK = 'source lab/common.sh && source lab/host-lib.sh && refuse_foreign_lab && echo "carried on"'
+CHECK = 'source hack/lab/common.sh && source hack/lab/host-lib.sh && refuse_foreign_lab && echo "carried on"'
 
 
 def _namespaces() -> set[str]:

@@ -10,7 +10,7 @@ import re
 import stat
 from pathlib import Path
 
-from lab.labkit import REPO
+from hack.lab.labkit import REPO
 
 
 def _mount_points() -> list[Path]:

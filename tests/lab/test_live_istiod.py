@@ -1,8 +1,8 @@
 """The gateway's listeners as the lab's running istiod serves them (issue: a real control plane).
 
 gateway-preview connects to the lab-test control plane's istiod over xDS as each ready gateway pod,
-with the node identity and metadata pilot-agent computes from that pod (lab/gateway_xds.py,
-gateway-preview/live.go), and runs the checks `make gateway-test` runs offline. The tests run last
+with the node identity and metadata pilot-agent computes from that pod (hack/lab/gateway_xds.py,
+hack/gateway-preview/live.go), and runs the checks `make gateway-test` runs offline. The tests run last
 in the layer, on the stack the earlier files converged.
 """
 
@@ -13,15 +13,15 @@ import copy
 import pytest
 import yaml
 
-from lab import gateway_xds
-from lab.labkit import REPO
+from hack.lab import gateway_xds
+from hack.lab.labkit import REPO
 from tests.lab.conftest import STACK_NAME
 
 PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
 
 # The widely copied EnvoyFilter (the seed's): applyTo LISTENER, MERGE of listener_filters, a
 # proxy_protocol filter for every listener of the gateway, appended after Istio's own filters.
-BLOG_ENVOY_FILTER_SPEC = yaml.safe_load((REPO / "gateway-preview" / "testdata" / "blog-envoyfilter.yaml").read_text())["spec"]
+BLOG_ENVOY_FILTER_SPEC = yaml.safe_load((REPO / "hack" / "gateway-preview" / "testdata" / "blog-envoyfilter.yaml").read_text())["spec"]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_live_and_offline_answers_agree(converged) -> None:
     offline = gateway_xds.ask(converged.lab, STACK_NAME, live=False)
     assert live.returncode == 0 and offline.returncode == 0, (live.output[-2000:], offline.output[-2000:])
     # Which pods istiod was asked as is the live answer's own (offline there are none), not a fact
-    # compared; every other field of the facts (gateway-preview/facts.go) is.
+    # compared; every other field of the facts (hack/gateway-preview/facts.go) is.
     assert live.facts.get("pods") and "pods" not in offline.facts
     assert set(live.facts) == COMPARED_FACTS | {"pods"} and set(offline.facts) == COMPARED_FACTS
     for key in sorted(COMPARED_FACTS):

@@ -13,7 +13,7 @@ import json
 
 from pulumi import automation as auto
 
-from lab import gateway_xds
+from hack.lab import gateway_xds
 from tests.lab.conftest import STACK_NAME
 from tests.lab.test_control_plane import helm_for
 

@@ -15,7 +15,7 @@ import json
 import pytest
 from pulumi import automation as auto
 
-from lab import gateway_xds
+from hack.lab import gateway_xds
 from tests.lab.conftest import STACK_NAME, api_time, assert_visitors_arrive, wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
@@ -26,7 +26,7 @@ GENERATED = f"{GATEWAY}-istio"  # istiod's name for the Gateway's Deployment and
 
 def _set_mode(edge, api: str, node_ports: dict[str, int]) -> None:
     """gateway.api and the NodePorts; a Gateway admits routes from namespaces labelled as the
-    sample applications' (gateway-preview/apps/gateway-api-routes.yaml), as Pulumi.gwapi.yaml does."""
+    sample applications' (hack/gateway-preview/apps/gateway-api-routes.yaml), as Pulumi.gwapi.yaml does."""
     edge.stack.set_config("source-ip-edge:gateway.api", auto.ConfigValue(api), path=True)
     for role, port in node_ports.items():
         edge.stack.set_config(f"source-ip-edge:gateway.nodePorts.{role}", auto.ConfigValue(str(port)), path=True)

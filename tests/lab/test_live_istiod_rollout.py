@@ -16,7 +16,7 @@ import threading
 import pytest
 from pulumi import automation as auto
 
-from lab import gateway_xds
+from hack.lab import gateway_xds
 from tests.lab.conftest import STACK_NAME, api_time
 
 CONFIG = "/etc/haproxy/haproxy.cfg"

@@ -74,7 +74,7 @@ def test_shell_file_passes_shellcheck(script: str) -> None:
 
 def test_shell_files_are_found_by_extension_and_shebang(tmp_path: Path) -> None:
     files = {
-        "lab/up.sh": "echo up\n",
+        "hack/lab/up.sh": "echo up\n",
         "ci/run": "#!/usr/bin/env bash\nmake test\n",
         "bin/posix": "#!/bin/sh\nexit 0\n",
         "bin/env-flags": "#!/usr/bin/env -S bash -e\nexit 0\n",
@@ -89,7 +89,7 @@ def test_shell_files_are_found_by_extension_and_shebang(tmp_path: Path) -> None:
     (tmp_path / ".gitignore").write_text("ignored/\n")
     (tmp_path / "ignored").mkdir()
     (tmp_path / "ignored" / "x.sh").write_text("echo x\n")
-    assert shell_files(tmp_path) == ["bin/env-flags", "bin/posix", "ci/run", "lab/up.sh"]
+    assert shell_files(tmp_path) == ["bin/env-flags", "bin/posix", "ci/run", "hack/lab/up.sh"]
 
 
 def test_ci_entry_point_and_lab_scripts_are_linted() -> None:

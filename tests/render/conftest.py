@@ -17,18 +17,18 @@ ROOT = Path(__file__).resolve().parents[2]
 ISTIO_MODULE_PATH = "istio.io/istio"
 # The project's example stacks, and the gateway preview's Gateway API variants (adopted Istio with
 # native PROXY; a terminating HTTPS listener), whose objects the schema checks cover too.
-VARIANTS_ROOT = ROOT / "gateway-preview" / "testdata" / "stacks"
+VARIANTS_ROOT = ROOT / "hack" / "gateway-preview" / "testdata" / "stacks"
 VARIANT_STACKS = ("gwapi-native", "gwapi-terminate")
 STACKS = ("dev", "prod", "gwapi") + VARIANT_STACKS
 
 
 def istio_module_version() -> str:
-    go_mod = (ROOT / "gateway-preview" / "go.mod").read_text()
+    go_mod = (ROOT / "hack" / "gateway-preview" / "go.mod").read_text()
     for line in go_mod.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[0] in (ISTIO_MODULE_PATH, "require") and ISTIO_MODULE_PATH in parts:
             return parts[parts.index(ISTIO_MODULE_PATH) + 1]
-    raise AssertionError("gateway-preview/go.mod does not require istio.io/istio")
+    raise AssertionError("hack/gateway-preview/go.mod does not require istio.io/istio")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def istio_module_dir() -> Path:
     version = istio_module_version()
     result = subprocess.run(
         ["go", "mod", "download", "-json", f"{ISTIO_MODULE_PATH}@{version}"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT / "gateway-preview",
+        capture_output=True, text=True, timeout=900, cwd=ROOT / "hack" / "gateway-preview",
     )
     assert result.returncode == 0, result.stderr or result.stdout
     return Path(json.loads(result.stdout)["Dir"])
@@ -50,7 +50,7 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
         target = tmp_path_factory.mktemp("render") / stack
         project_root = VARIANTS_ROOT if stack in VARIANT_STACKS else ROOT
         result = subprocess.run(
-            [sys.executable, "-m", "source_ip_edge.tools.render", "--stack", stack, "--out", str(target),
+            [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(target),
              "--project-root", str(project_root)],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )

@@ -15,8 +15,8 @@ import jsonschema
 import yaml
 from hypothesis import event, given
 
-from source_ip_edge.config import ConfigError, parse_stack_config
-from source_ip_edge.tools.render import render
+from components.config import ConfigError, parse_stack_config
+from components.render import render
 from tests.unit.config_strategies import mutated, valid_configs
 from tests.unit.test_config_fuzz import FUZZ
 

@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
-from source_ip_edge.config import GATEWAY_API_VERSION
-from source_ip_edge.render.gateway_api import GATEWAY_API_GROUP, PINNED_INSTALL
-from source_ip_edge.tools import gateway_api_crds
+from components.config import GATEWAY_API_VERSION
+from components.istio_objects import GATEWAY_API_GROUP, PINNED_INSTALL
+from hack.tools import gateway_api_crds
 
 from .test_istio_schema import _strict
 
@@ -48,7 +48,7 @@ def _objects(render_dir: Path):
 
 def test_pinned_install_is_the_modules_standard_channel(gateway_api_module_dir):
     assert PINNED_INSTALL.read_text() == gateway_api_crds.standard_install(GATEWAY_API_VERSION), (
-        "source_ip_edge/pinned differs from the module: run make gateway-api-crds"
+        "components/istio_mesh/pinned differs from the module: run make gateway-api-crds"
     )
 
 

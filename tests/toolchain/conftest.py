@@ -1,4 +1,4 @@
-"""The toolchain under test: built (or reused from the cache) by scripts/toolchain/build.py.
+"""The toolchain under test: built (or reused from the cache) by hack/toolchain/build.py.
 
 A missing binary fails the tests that need it; nothing here skips.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "scripts" / "toolchain" / "build.py"
+BUILD_SCRIPT = ROOT / "hack" / "toolchain" / "build.py"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""scripts/toolchain/build.py: cache keys, the exported environment, the passphrase."""
+"""hack/toolchain/build.py: cache keys, the exported environment, the passphrase."""
 
 import importlib.util
 import stat
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def build():
-    spec = importlib.util.spec_from_file_location("toolchain_build", ROOT / "scripts" / "toolchain" / "build.py")
+    spec = importlib.util.spec_from_file_location("toolchain_build", ROOT / "hack" / "toolchain" / "build.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)

@@ -1,5 +1,5 @@
 """The lab's control plane binaries (etcd, Kubernetes, kwok, istiod) report the versions pinned
-in scripts/toolchain/versions.env: kwokctl reads `--version` to pick each component's flags."""
+in hack/toolchain/versions.env: kwokctl reads `--version` to pick each component's flags."""
 
 import re
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 
 from tests.toolchain.helpers import require_tool
 
-VERSIONS_FILE = Path(__file__).resolve().parents[2] / "scripts" / "toolchain" / "versions.env"
+VERSIONS_FILE = Path(__file__).resolve().parents[2] / "hack" / "toolchain" / "versions.env"
 
 
 def pinned() -> dict[str, str]:

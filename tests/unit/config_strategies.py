@@ -11,7 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from source_ip_edge.config import HOST_KEY_TYPES, NODE_PORT_RANGE, SECRET_KEYS, load_schema
+from components.config import HOST_KEY_TYPES, NODE_PORT_RANGE, SECRET_KEYS, load_schema
 
 # ---------------------------------------------------------------------------- any JSON value
 

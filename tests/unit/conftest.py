@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from source_ip_edge.config import StackConfig, parse_stack_config
-from source_ip_edge.render.haproxy_host.haproxy_cfg import SERVER_STATE_FILE
+from components.config import StackConfig, parse_stack_config
+from components.haproxy_host.haproxy_cfg import SERVER_STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBGKfyAcxm9D8pOf8FS3yH4MTmOd5yqHvq2NI6DdM7h"

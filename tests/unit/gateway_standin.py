@@ -1,5 +1,5 @@
 """The lab's gateway stand-in, run on loopback for unit tests: the nginx.conf the lab runs
-(lab/gateway-standin-conf.sh), with loopback addresses and free ports, as a plain process."""
+(hack/lab/gateway-standin-conf.sh), with loopback addresses and free ports, as a plain process."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from source_ip_edge.config import NODE_PORT_RANGE
+from components.config import NODE_PORT_RANGE
 
 from tests.unit.conftest import ROOT
 
-CONF_SCRIPT = ROOT / "lab" / "gateway-standin-conf.sh"
+CONF_SCRIPT = ROOT / "hack" / "lab" / "gateway-standin-conf.sh"
 
 
 @dataclass(frozen=True)

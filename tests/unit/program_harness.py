@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
-from source_ip_edge.program import build
+from components.program import build
 
 
 @functools.cache

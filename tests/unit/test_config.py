@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from source_ip_edge.config import ConfigError, check_known_keys, parse_stack_config
+from components.config import ConfigError, check_known_keys, parse_stack_config
 
 from .conftest import HOST_KEY, make_config, valid_raw
 

@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import pytest
 import yaml
 
-from source_ip_edge.config import load_schema, parse_stack_config
-from source_ip_edge.tools import config_docs
+from components.config import load_schema, parse_stack_config
+from hack.tools import config_docs
 
 from .conftest import HOST_KEY, ROOT
 
@@ -69,7 +69,7 @@ def test_an_empty_config_gets_exactly_the_schemas_defaults():
 
 
 def test_config_py_writes_no_default_of_its_own():
-    source = (ROOT / "source_ip_edge" / "config.py").read_text()
+    source = (ROOT / "components" / "config.py").read_text()
     fallbacks = re.findall(r"raw\.get\(\s*\"[^\"]+\"\s*,[^)]*\)", source)
     assert not fallbacks, f"defaults belong in config_schema.json, not in config.py: {fallbacks}"
 

@@ -18,9 +18,9 @@ import pulumi
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from source_ip_edge.config import SECRET_KEYS, TOP_LEVEL_KEYS, ConfigError, parse_stack_config
-from source_ip_edge.program import read_stack_config
-from source_ip_edge.render.haproxy_host.haproxy_cfg import render_haproxy_config
+from components.config import SECRET_KEYS, TOP_LEVEL_KEYS, ConfigError, parse_stack_config
+from components.program import read_stack_config
+from components.haproxy_host.haproxy_cfg import render_haproxy_config
 
 from .conftest import haproxy_check
 from .config_strategies import any_input, from_schema, json_values, mutated, valid_configs

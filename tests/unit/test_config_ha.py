@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from source_ip_edge.config import ConfigError, parse_stack_config
+from components.config import ConfigError, parse_stack_config
 
 from .conftest import valid_raw
 

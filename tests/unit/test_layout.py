@@ -1,4 +1,6 @@
-"""The package layout the README describes: pure renderers and configuration never import pulumi."""
+"""The layout the README describes: one folder per component under components/, where only the
+ComponentResource (component.py) and the program's own entry points import pulumi; every renderer
+and the configuration are pure."""
 
 from __future__ import annotations
 
@@ -7,20 +9,27 @@ import sys
 
 from .conftest import ROOT
 
-PACKAGE = ROOT / "source_ip_edge"
+PACKAGE = ROOT / "components"
+COMPONENT_FOLDERS = ("haproxy_host", "istio_mesh", "proxy_protocol", "source_ip_policy", "edge")
+# Modules that declare resources or run the program, besides each folder's component.py.
+EFFECTFUL = {"program.py", "render.py", "custom_resource.py", "istio_mesh/gateway_api.py"}
+
+
+def _module(path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
 PURE_MODULES = sorted(
-    ["source_ip_edge.config"]
-    + [
-        ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for path in (PACKAGE / "render").rglob("*.py")
-        if path.name != "__init__.py"
-    ]
+    _module(path)
+    for path in PACKAGE.rglob("*.py")
+    if path.name not in ("__init__.py", "component.py") and str(path.relative_to(PACKAGE)) not in EFFECTFUL
 )
 
 
 def test_there_are_renderers_to_check() -> None:
-    assert "source_ip_edge.render.haproxy_host.haproxy_cfg" in PURE_MODULES
-    assert len(PURE_MODULES) >= 6
+    assert "components.haproxy_host.haproxy_cfg" in PURE_MODULES
+    assert "components.config" in PURE_MODULES
+    assert len(PURE_MODULES) >= 8
 
 
 def test_renderers_and_config_import_nothing_from_pulumi() -> None:
@@ -36,14 +45,16 @@ def test_renderers_and_config_import_nothing_from_pulumi() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_every_renderer_has_a_resource_of_the_same_name() -> None:
-    renderers = {p.stem if p.is_file() else p.name for p in (PACKAGE / "render").iterdir()
-                 if not p.name.startswith("__") and p.name != "stack_outputs.py"}
-    resources = {p.stem for p in (PACKAGE / "resources").glob("*.py") if not p.name.startswith("__")}
-    assert renderers <= resources, f"renderers without a resource of the same name: {renderers - resources}"
+def test_every_component_folder_holds_its_component_resource() -> None:
+    for folder in COMPONENT_FOLDERS:
+        component = PACKAGE / folder / "component.py"
+        assert component.is_file(), f"{folder}: no component.py"
+        assert "pulumi.ComponentResource" in component.read_text(), f"{component}: no ComponentResource"
 
 
 def test_every_module_opens_with_a_line_that_says_what_lives_there() -> None:
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
+        if path.name == "__init__.py" and not text:
+            continue
         assert text.startswith('"""') and len(text.split("\n", 1)[0]) > 10, f"{path}: no opening line"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from source_ip_edge.render.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
-from source_ip_edge.config import parse_stack_config
+from components.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
+from components.config import parse_stack_config
 
 from .conftest import valid_raw
 from .program_harness import run_program, generated_private_key, unwrap_secret

@@ -10,8 +10,8 @@ import pulumi
 import pytest
 import yaml
 
-from source_ip_edge.config import ConfigError, parse_stack_config
-from source_ip_edge.resources.gateway_api import cluster_crd_versions
+from components.config import ConfigError, parse_stack_config
+from components.istio_mesh.gateway_api import cluster_crd_versions
 
 from .conftest import valid_raw
 from .program_harness import Run, run_program

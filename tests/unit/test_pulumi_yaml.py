@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from source_ip_edge.config import SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
+from components.config import SECRET_KEYS, TOP_LEVEL_KEYS, parse_stack_config
 
 from .conftest import ROOT, valid_raw
 

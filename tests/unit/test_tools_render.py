@@ -1,4 +1,4 @@
-"""`python -m source_ip_edge.tools.render`: the files reviewers read, and refusal of bad config."""
+"""`python -m components.render`: the files reviewers read, and refusal of bad config."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .conftest import ROOT, haproxy_check
 
 def _render(stack: str, out: Path, project_root: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "source_ip_edge.tools.render", "--stack", stack, "--out", str(out), "--project-root", str(project_root)],
+        [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out), "--project-root", str(project_root)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""The bench's pure parts (lab/bench/): wrk's report read right, the rendered haproxy.cfg changed
+"""The bench's pure parts (hack/bench/): wrk's report read right, the rendered haproxy.cfg changed
 only where a namespace run needs it, tuning lines put in the right section, generated CIDR lists."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from lab.bench import access_scale, datapath
-from lab.bench.figures import cpu_times, duration_ms, median, parse_wrk, steal_share, summarize, table
+from hack.bench import access_scale, datapath
+from hack.bench.figures import cpu_times, duration_ms, median, parse_wrk, steal_share, summarize, table
 
 WRK_REPORT = """\
 Running 5s test @ http://203.0.113.110/

@@ -1,17 +1,17 @@
 """The pure parts of the lab's checks on its API server: the gateway Service's NodePorts against the
-pinned ones (lab/prove.py), and an object exported for istioctl without the server's bookkeeping
-(lab/export_objects.py)."""
+pinned ones (hack/lab/prove.py), and an object exported for istioctl without the server's bookkeeping
+(hack/lab/export_objects.py)."""
 
 from __future__ import annotations
 
-from lab.export_objects import as_manifest
-from lab.prove import node_port_rows
+from hack.lab.export_objects import as_manifest
+from hack.lab.prove import node_port_rows
 
 PINNED = {"http": 30080, "https": 30443, "status": 30021}
 
 
 def _ports(http: int = 30080, https: int = 30443, status: int = 30021) -> list[dict]:
-    # As the gateway chart's Service carries them (source_ip_edge/render/istio_mesh.py gateway_values).
+    # As the gateway chart's Service carries them (components/istio_mesh/releases.py gateway_values).
     return [
         {"name": "status-port", "port": 15021, "targetPort": 15021, "nodePort": status, "protocol": "TCP"},
         {"name": "http2", "port": 80, "targetPort": 80, "nodePort": http, "protocol": "TCP"},

@@ -1,6 +1,6 @@
 """The lab's gateway stand-in keeps its contract (docs/stand-ins.md): it is at least as strict as
 the Istio gateway's Envoy wherever the edge depends on it. Run on loopback from the same generated
-nginx.conf the lab uses (lab/gateway-standin-conf.sh)."""
+nginx.conf the lab uses (hack/lab/gateway-standin-conf.sh)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The lab keeps its live state outside the checkout: every path lab/common.sh computes for the lab
+"""The lab keeps its live state outside the checkout: every path hack/lab/common.sh computes for the lab
 scripts (host roots, pid files, keys, the owner file, the cache) lies outside the repository, except
 build/<lab> for plain files. A host root with /proc in it inside the worktree made a recursive walk
-of the checkout endless. Runs without root: it only sources lab/common.sh."""
+of the checkout endless. Runs without root: it only sources hack/lab/common.sh."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LIVE_STATE = {"LAB_DIR", "HOST_ROOT", "HOST_PID_FILE", "PID_DIR", "OWNER_FILE", 
 # The variables common.sh defines (those it finds in the environment are left out: LAB_NAME, HOME).
 PRINT_COMMON_VARIABLES = r"""
 before=$(compgen -v)
-source "$1/lab/common.sh"
+source "$1/hack/lab/common.sh"
 for name in $(compgen -v); do
   grep -qxF "$name" <<<"$before" || printf '%s=%s\0' "$name" "${!name}"
 done
@@ -54,8 +54,8 @@ def test_no_live_path_of_the_lab_is_inside_the_checkout(lab_name: str, tmp_path:
 def test_each_checkout_and_each_lab_has_its_own_run_directory(tmp_path: Path) -> None:
     checkouts = [tmp_path / "one", tmp_path / "two"]
     for checkout in checkouts:
-        (checkout / "lab").mkdir(parents=True)
-        shutil.copy(ROOT / "lab" / "common.sh", checkout / "lab" / "common.sh")
+        (checkout / "hack" / "lab").mkdir(parents=True)
+        shutil.copy(ROOT / "hack" / "lab" / "common.sh", checkout / "hack" / "lab" / "common.sh")
     run_dirs = {
         _common_variables(checkout, lab_name, tmp_path)["LAB_DIR"]
         for checkout in checkouts for lab_name in ("lab", "lab-test")

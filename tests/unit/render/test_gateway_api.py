@@ -8,18 +8,18 @@ import json
 import pytest
 import yaml
 
-from source_ip_edge.config import ConfigError, GATEWAY_API_VERSION
-from source_ip_edge.render.gateway_api import (
+from components.config import ConfigError, GATEWAY_API_VERSION
+from components.istio_objects import (
     gateway,
     gateway_api_install,
     gateway_parameters,
     generated_name,
     required_crds,
 )
-from source_ip_edge.render.istio_mesh import istio_releases
-from source_ip_edge.render.proxy_protocol import PROXY_CONFIG_ANNOTATION, envoy_filter, gateway_deployment_patch
-from source_ip_edge.render.source_ip_policy import authorization_policies, trusted_peer_filter
-from source_ip_edge.render.stack_outputs import stack_outputs
+from components.istio_mesh.releases import istio_releases
+from components.proxy_protocol.envoy_filter import PROXY_CONFIG_ANNOTATION, envoy_filter, gateway_deployment_patch
+from components.source_ip_policy.policies import authorization_policies, trusted_peer_filter
+from components.edge.outputs import stack_outputs
 
 from tests.unit.conftest import make_config
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from source_ip_edge.render.haproxy_host.haproxy_cfg import config_identity, config_sha256, render_haproxy_config
+from components.haproxy_host.haproxy_cfg import config_identity, config_sha256, render_haproxy_config
 
 from tests.unit.conftest import haproxy_check, make_config
 

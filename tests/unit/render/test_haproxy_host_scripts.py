@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from source_ip_edge.render.haproxy_host.haproxy_cfg import config_identity
-from source_ip_edge.render.haproxy_host.scripts import (
+from components.haproxy_host.haproxy_cfg import config_identity
+from components.haproxy_host.scripts import (
     HEREDOC_DELIMITER,
     HostParams,
     apply_script,
@@ -194,7 +194,7 @@ def test_commands_stop_at_the_first_error_and_name_their_script() -> None:
 
 def test_scripts_are_sent_unchanged_after_their_parameters() -> None:
     # Parameterised by variables, not by text replacement: each file is in the command verbatim.
-    here = Path(__file__).parents[3] / "source_ip_edge" / "render" / "haproxy_host"
+    here = Path(__file__).parents[3] / "components" / "haproxy_host"
     command = apply_script("x\n")
     assert (here / "lib.sh").read_text() in command and (here / "apply.sh").read_text() in command
     assert "HAPROXY_CFG=/etc/haproxy/haproxy.cfg\n" in command

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.haproxy_runtime import ServerState, wait_until_checked
-from source_ip_edge.render.haproxy_host.haproxy_cfg import ADMIN_SOCKET, render_haproxy_config
+from hack.lab.haproxy_runtime import ServerState, wait_until_checked
+from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET, render_haproxy_config
 
 from tests.unit.conftest import make_config
 from tests.unit.gateway_standin import binary, free_port, start_standins, stop_process

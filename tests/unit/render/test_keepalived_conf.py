@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from source_ip_edge.config import parse_stack_config
-from source_ip_edge.render.haproxy_host.haproxy_cfg import render_haproxy_config
-from source_ip_edge.render.haproxy_host.keepalived_conf import (
+from components.config import parse_stack_config
+from components.haproxy_host.haproxy_cfg import render_haproxy_config
+from components.haproxy_host.keepalived_conf import (
     CHECK_SCRIPT,
     IDENTITY_PARAM,
     INTERFACE_PARAM,
@@ -19,7 +19,7 @@ from source_ip_edge.render.haproxy_host.keepalived_conf import (
     render_keepalived_config,
 )
 
-from source_ip_edge.render.haproxy_host.scripts import SCRIPTS_DIR
+from components.haproxy_host.scripts import SCRIPTS_DIR
 
 from ..conftest import haproxy_check, valid_raw
 

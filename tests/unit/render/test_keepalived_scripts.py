@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from source_ip_edge.render.haproxy_host.scripts import (
+from components.haproxy_host.scripts import (
     SCRIPTS_DIR,
     install_script,
     keepalived_apply_script,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from source_ip_edge.render.source_ip_policy import NETWORK_RBAC_TYPE, authorization_policies, trusted_peer_filter
-from source_ip_edge.render.istio_mesh import istio_releases
-from source_ip_edge.render.proxy_protocol import (
+from components.source_ip_policy.policies import NETWORK_RBAC_TYPE, authorization_policies, trusted_peer_filter
+from components.istio_mesh.releases import istio_releases
+from components.proxy_protocol.envoy_filter import (
     PROXY_CONFIG_ANNOTATION,
     PROXY_PROTOCOL_FILTER,
     PROXY_PROTOCOL_TYPE,

@@ -1,0 +1,122 @@
+"""The Gateway API objects of a gateway.api: gateway-api stack, as resources of the IstioMesh: the
+pinned Gateway API CRDs (or a read of the ones an adopted cluster has), the Service overlay
+ConfigMap and the Gateway; and the look at an adopted cluster's CRDs the program makes before it
+declares anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.config import ConfigError, StackConfig
+from components.istio_objects import gateway, gateway_api_install, gateway_parameters, required_crds
+
+if TYPE_CHECKING:
+    import kubernetes
+
+CLUSTER_READ_TIMEOUT_SECONDS = 15
+
+
+def cluster_crd_versions(config: StackConfig, names: Sequence[str]) -> dict[str, set[str]]:
+    """The versions each of the CRDs `names` serves in the cluster the stack's Kubernetes provider
+    uses; a CRD the cluster lacks is left out. Read with the Kubernetes Python client, from the
+    kubeconfig and context the provider would use: `kubernetes.context` (this project's key, an
+    explicit provider) with $KUBECONFIG or ~/.kube/config; otherwise the default provider's
+    `kubernetes:kubeconfig` (a path or the file's contents) and `kubernetes:context`."""
+    import kubernetes  # here: about 0.3 s to import, and only adopted gateway-api stacks read the cluster
+
+    try:
+        client = _api_client(config)
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError) as error:
+        raise _unreadable(error) from None
+    versions: dict[str, set[str]] = {}
+    with client:
+        api = kubernetes.client.ApiextensionsV1Api(client)
+        for name in names:
+            try:
+                crd = api.read_custom_resource_definition(name, _request_timeout=CLUSTER_READ_TIMEOUT_SECONDS)
+            except kubernetes.client.exceptions.ApiException as error:
+                if error.status == 404:
+                    continue
+                raise _unreadable(f"HTTP {error.status} {error.reason} for {name}") from None
+            except Exception as error:  # noqa: BLE001 the transport's errors (urllib3) say why in one line
+                raise _unreadable(error) from None
+            versions[name] = {version.name for version in crd.spec.versions if version.served}
+    return versions
+
+
+def _api_client(config: StackConfig) -> kubernetes.client.ApiClient:
+    import kubernetes
+
+    if config.kubernetes.context is not None:
+        return kubernetes.config.new_client_from_config(config_file=_kubeconfig_path(), context=config.kubernetes.context)
+    # The raw values: kubernetes:kubeconfig is often a secret, and Config.get warns on a secret.
+    context = pulumi.runtime.get_config("kubernetes:context")
+    path_or_contents = pulumi.runtime.get_config("kubernetes:kubeconfig")
+    if not path_or_contents:
+        return kubernetes.config.new_client_from_config(config_file=_kubeconfig_path(), context=context)
+    path = Path(path_or_contents).expanduser()
+    if "\n" not in path_or_contents and path.is_file():
+        return kubernetes.config.new_client_from_config(config_file=str(path), context=context)
+    return kubernetes.config.new_client_from_config_dict(yaml.safe_load(path_or_contents), context=context)
+
+
+def _kubeconfig_path() -> str:
+    # Read now, not when the client library was imported (its default is fixed at import).
+    return os.environ.get("KUBECONFIG") or "~/.kube/config"
+
+
+def _unreadable(reason: object) -> ConfigError:
+    first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return ConfigError(
+        "istio.install",
+        f"false with gateway.api: gateway-api: could not read the cluster's Gateway API CRDs ({first_line}); "
+        "check the kubeconfig and source-ip-edge:kubernetes.context",
+    )
+from components.custom_resource import custom_resource
+
+_INSTALL_KINDS = {
+    "CustomResourceDefinition": k8s.apiextensions.v1.CustomResourceDefinition,
+    "ValidatingAdmissionPolicy": k8s.admissionregistration.v1.ValidatingAdmissionPolicy,
+    "ValidatingAdmissionPolicyBinding": k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding,
+}
+
+
+def gateway_api_crds(
+    name: str, config: StackConfig, provider: Optional[k8s.Provider], parent: pulumi.Resource
+) -> list[pulumi.Resource]:
+    """istio.install: true: the pinned standard-channel install. false: a read of each CRD the stack
+    needs, so that a cluster without them fails before the Gateway is created, naming the CRD."""
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider)
+    created: list[pulumi.Resource] = []
+    for obj in gateway_api_install(config):
+        kind = _INSTALL_KINDS[obj["kind"]]
+        created.append(kind(f"{name}-{obj['metadata']['name']}", metadata=obj["metadata"], spec=obj["spec"], opts=opts))
+    for crd in required_crds(config) if not config.istio.install else []:
+        # A read, not a create: a missing CRD fails the preview with the provider's "not found" for it.
+        created.append(k8s.apiextensions.v1.CustomResourceDefinition.get(f"{name}-{crd}", crd, opts=opts))
+    return created
+
+
+def gateway_api_gateway(
+    name: str, config: StackConfig, provider: Optional[k8s.Provider], parent: pulumi.Resource, after: Sequence[Any]
+) -> list[pulumi.Resource]:
+    """The Service overlay ConfigMap, then the Gateway (istiod refuses a parametersRef to a missing one)."""
+    parameters, gateway_object = gateway_parameters(config), gateway(config)
+    if gateway_object is None or parameters is None:
+        return []
+    opts = pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(after))
+    overlay = k8s.core.v1.ConfigMap(f"{name}-{parameters['metadata']['name']}", metadata=parameters["metadata"], data=parameters["data"], opts=opts)
+    return [
+        overlay,
+        custom_resource(
+            f"{name}-gateway-{gateway_object['metadata']['name']}",
+            gateway_object,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[overlay])),
+        ),
+    ]

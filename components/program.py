@@ -1,0 +1,69 @@
+"""The program body, shared by __main__.py (a real `pulumi up`) and render.py (mocks)."""
+
+from __future__ import annotations
+
+import pulumi
+
+from typing import Callable, Collection, Mapping, Sequence
+
+from components.config import ConfigError, PROJECT, TOP_LEVEL_KEYS, StackConfig, check_known_keys, parse_stack_config
+from components.istio_objects import check_required_crds, required_crds
+from components.istio_mesh.gateway_api import cluster_crd_versions
+from components.edge.component import SourceIpEdge
+
+CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
+
+
+def read_stack_config():
+    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback."""
+    pulumi_config = pulumi.Config(PROJECT)
+    try:
+        check_known_keys(_all_config_keys())
+        raw = {key: pulumi_config.get_object(key) for key in TOP_LEVEL_KEYS}
+        ssh_private_key = pulumi_config.get_secret("sshPrivateKey")
+        # The plain value only to check it (config.py never echoes it); the hosts get it as a
+        # secret Output, so it is encrypted wherever it sits in the state.
+        vrrp_password = pulumi.runtime.get_config(f"{PROJECT}:vrrpPassword")
+        # Pulumi.yaml cannot declare it (optional, no default), so Pulumi does not insist on it
+        # being encrypted: this does.
+        if vrrp_password is not None and not pulumi.runtime.is_config_secret(f"{PROJECT}:vrrpPassword"):
+            raise ConfigError("vrrpPassword", "must be a secret: `pulumi config set --secret vrrpPassword`")
+        config = parse_stack_config(
+            {key: value for key, value in raw.items() if value is not None},
+            has_ssh_private_key=ssh_private_key is not None,
+            vrrp_password=vrrp_password,
+        )
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    except ValueError as error:  # e.g. a value that is not valid JSON where an object is expected
+        raise pulumi.RunError(f"{PROJECT}: {error}") from None
+    secrets = {"ssh_private_key": ssh_private_key}
+    if vrrp_password is not None:
+        secrets["vrrp_password"] = pulumi.Output.secret(vrrp_password)
+    return config, secrets
+
+
+def _all_config_keys() -> set[str]:
+    # The SDK has no public "list all keys"; its config map is where the engine puts them.
+    keys = set(pulumi.runtime.get_config_env())
+    keys.update(getattr(pulumi.runtime.config, "CONFIG").get())
+    return keys
+
+
+def check_cluster(config: StackConfig, crd_versions: CrdVersions) -> None:
+    """What the stack needs of an adopted cluster, checked before any resource is declared (in
+    preview too): with gateway.api: gateway-api and istio.install: false, the Gateway API CRDs."""
+    needed = required_crds(config)
+    if config.istio.install or not needed:
+        return
+    try:
+        check_required_crds(config, crd_versions(config, needed))
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+
+
+def build(crd_versions: CrdVersions = cluster_crd_versions) -> SourceIpEdge:
+    """`crd_versions` reads the cluster's CRDs; the offline render and the tests pass their own."""
+    config, secrets = read_stack_config()
+    check_cluster(config, crd_versions)
+    return SourceIpEdge("edge", {"config": config, **secrets})

@@ -1,0 +1,1 @@
+"""The workshop: the local lab, benchmarks, offline tools and the toolchain build."""

@@ -1,1 +1,0 @@
-"""Pulumi ComponentResources: each turns one renderer's output (same file name under render/) into resources."""
