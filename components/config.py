@@ -17,10 +17,11 @@ import copy
 import ipaddress
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import jsonschema
 
@@ -42,9 +43,18 @@ SECRET_KEYS = tuple(key for key, node in _SCHEMA["properties"].items() if node.g
 GATEWAY_SERVICE_PORTS = {"http": 80, "https": 443, "status": 15021}
 # Ports Istio's proxy (pilot-agent and Envoy) binds itself in every gateway pod ("Ports used by Istio",
 # istio.io docs/ops/deployment/application-requirements): a listener there clashes with them.
-ISTIO_PROXY_PORTS = {15000: "Envoy admin", 15001: "Envoy outbound", 15004: "debug", 15006: "Envoy inbound",
-                     15008: "HBONE", 15009: "HBONE", 15020: "merged Prometheus telemetry", 15021: "health checks",
-                     15053: "DNS", 15090: "Envoy Prometheus telemetry"}
+ISTIO_PROXY_PORTS = {
+    15000: "Envoy admin",
+    15001: "Envoy outbound",
+    15004: "debug",
+    15006: "Envoy inbound",
+    15008: "HBONE",
+    15009: "HBONE",
+    15020: "merged Prometheus telemetry",
+    15021: "health checks",
+    15053: "DNS",
+    15090: "Envoy Prometheus telemetry",
+}
 # A Kubernetes Service name is a DNS-1035 label (a letter first, at most 63 characters); istiod names
 # a Gateway's Service `<gateway>-istio` and does not shorten it (gatewaycommon GetDefaultName).
 _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -78,7 +88,9 @@ HOST_KEY_TYPES = (
 _DURATION = re.compile(r"^(\d+)(us|ms|s|m|h|d)?$")
 _DURATION_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _HAPROXY_MAX_TIMER_MS = 2**31 - 1
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 # An Istio release (1.31.4), or a pre-release of one (1.31.0-rc.1, 1.31.0-alpha.0, or the lab's charts
 # built from an untagged commit, 1.31.0-dev.eed52ebb66ad): semver's pre-release suffix.
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$")
@@ -213,7 +225,11 @@ class GatewaySettings:
             return dict(self.node_ports)
         if self.api == "gateway-api":
             # istiod's generated Service exposes each Gateway listener on its own port.
-            return {"http": self.target_ports["http"], "https": self.target_ports["https"], "status": GATEWAY_SERVICE_PORTS["status"]}
+            return {
+                "http": self.target_ports["http"],
+                "https": self.target_ports["https"],
+                "status": GATEWAY_SERVICE_PORTS["status"],
+            }
         return dict(GATEWAY_SERVICE_PORTS)
 
 
@@ -277,9 +293,7 @@ def collapse_networks(
     """Fewer, equivalent networks (ipaddress.collapse_addresses), IPv4 first, each version sorted."""
     networks = list(networks)
     return tuple(
-        net
-        for version in (4, 6)
-        for net in ipaddress.collapse_addresses(n for n in networks if n.version == version)
+        net for version in (4, 6) for net in ipaddress.collapse_addresses(n for n in networks if n.version == version)
     )
 
 
@@ -371,7 +385,9 @@ def check_known_keys(full_keys: Iterable[str]) -> None:
 
 def _check_shape(raw: Mapping[str, Any]) -> None:
     validator = jsonschema.Draft202012Validator(_shape_schema())
-    errors = sorted(validator.iter_errors(dict(raw)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(dict(raw)), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if not errors:
         return
     error = errors[0]
@@ -418,7 +434,9 @@ def _parse_istio(raw: Mapping[str, Any]) -> IstioSettings:
     raw = _with_defaults(raw, "istio")
     version = raw["version"]
     if not _VERSION.match(version):
-        raise ConfigError("istio.version", f"{version!r} is not an Istio release like 1.31.4 (or a pre-release like 1.31.0-rc.1)")
+        raise ConfigError(
+            "istio.version", f"{version!r} is not an Istio release like 1.31.4 (or a pre-release like 1.31.0-rc.1)"
+        )
     hops = raw["numTrustedProxies"]
     http_proxies_in_front = raw["httpProxiesInFront"]
     if hops > 0 and not http_proxies_in_front:
@@ -489,33 +507,48 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
         if port in ISTIO_PROXY_PORTS:
             raise ConfigError(
                 f"gateway.targetPorts.{name}",
-                f"{port} is a port Istio's proxy uses itself ({ISTIO_PROXY_PORTS[port]}) in every gateway pod; choose another",
+                f"{port} is a port Istio's proxy uses itself ({ISTIO_PROXY_PORTS[port]}) in every "
+                "gateway pod; choose another",
             )
     allowed_routes = _with_defaults(raw["allowedRoutes"], "gateway.allowedRoutes")
     namespaces, namespace_labels = allowed_routes["namespaces"], allowed_routes["namespaceLabels"]
     if namespaces == "Selector" and not namespace_labels:
-        raise ConfigError("gateway.allowedRoutes.namespaceLabels", "must name at least one label when namespaces is Selector")
+        raise ConfigError(
+            "gateway.allowedRoutes.namespaceLabels", "must name at least one label when namespaces is Selector"
+        )
     for label_key in namespace_labels:
         prefix, _, name = label_key.rpartition("/")
-        if label_key.count("/") > 1 or not _LABEL_KEY_NAME.match(name) or ("/" in label_key and not _LABEL_KEY_PREFIX.match(prefix)):
+        if (
+            label_key.count("/") > 1
+            or not _LABEL_KEY_NAME.match(name)
+            or ("/" in label_key and not _LABEL_KEY_PREFIX.match(prefix))
+        ):
             raise ConfigError(
                 "gateway.allowedRoutes.namespaceLabels",
-                f"{json.dumps(label_key)} is not a Kubernetes label key (an optional DNS-subdomain prefix and '/', then at most "
+                f"{json.dumps(label_key)} is not a Kubernetes label key "
+                "(an optional DNS-subdomain prefix and '/', then at most "
                 "63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
             )
     if namespaces != "Selector" and namespace_labels:
-        raise ConfigError("gateway.allowedRoutes.namespaceLabels", f"is only used with namespaces: Selector (namespaces is {namespaces})")
+        raise ConfigError(
+            "gateway.allowedRoutes.namespaceLabels",
+            f"is only used with namespaces: Selector (namespaces is {namespaces})",
+        )
     https_tls = _with_defaults(raw["httpsTls"], "gateway.httpsTls")
     secrets = tuple(https_tls["certificateSecrets"])
     _refuse_duplicates(secrets, "gateway.httpsTls.certificateSecrets")
     if https_tls["mode"] == "Terminate" and not secrets:
         raise ConfigError("gateway.httpsTls.certificateSecrets", "must name the TLS Secret(s) when mode is Terminate")
     if https_tls["mode"] == "Passthrough" and secrets:
-        raise ConfigError("gateway.httpsTls.certificateSecrets", "is only used with mode: Terminate (Passthrough leaves TLS to the applications)")
+        raise ConfigError(
+            "gateway.httpsTls.certificateSecrets",
+            "is only used with mode: Terminate (Passthrough leaves TLS to the applications)",
+        )
     if len(secrets) > GATEWAY_API_MAX_CERTIFICATE_REFS:
         raise ConfigError(
             "gateway.httpsTls.certificateSecrets",
-            f"names {len(secrets)} Secrets; a Gateway listener takes at most {GATEWAY_API_MAX_CERTIFICATE_REFS} certificateRefs",
+            f"names {len(secrets)} Secrets; "
+            f"a Gateway listener takes at most {GATEWAY_API_MAX_CERTIFICATE_REFS} certificateRefs",
         )
     return GatewaySettings(
         nodes=nodes,
@@ -536,14 +569,18 @@ def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:
     hosts = tuple(_parse_host(host, f"haproxy.hosts[{i}]") for i, host in enumerate(raw["hosts"]))
     _refuse_duplicates([h.name for h in hosts], "haproxy.hosts", what="name")
     _refuse_duplicates([(h.address, h.port) for h in hosts], "haproxy.hosts", what="address")
-    frontends = tuple(_parse_frontend(frontend, f"haproxy.frontends[{i}]") for i, frontend in enumerate(raw["frontends"]))
+    frontends = tuple(
+        _parse_frontend(frontend, f"haproxy.frontends[{i}]") for i, frontend in enumerate(raw["frontends"])
+    )
     _refuse_duplicates([f.name for f in frontends], "haproxy.frontends", what="name")
     _refuse_bind_conflicts(frontends)
     timeouts_raw = _with_defaults(raw["timeouts"], "haproxy.timeouts")
     for name, value in timeouts_raw.items():
         _parse_duration(value, f"haproxy.timeouts.{name}")
     extra = _with_defaults(raw["extra"], "haproxy.extra")
-    extra_global = tuple(_parse_extra_line(line, f"haproxy.extra.global[{i}]") for i, line in enumerate(extra["global"]))
+    extra_global = tuple(
+        _parse_extra_line(line, f"haproxy.extra.global[{i}]") for i, line in enumerate(extra["global"])
+    )
     extra_defaults = tuple(
         _parse_extra_line(line, f"haproxy.extra.defaults[{i}]") for i, line in enumerate(extra["defaults"])
     )
@@ -588,13 +625,18 @@ def _parse_vip(raw: Mapping[str, Any], hosts: Sequence[SshHost]) -> VipSettings:
         raise ConfigError(key, f"{text!r}: only IPv4 VIPs are supported (VRRPv2 with a password)")
     network = address.network
     if network.prefixlen < 31 and address.ip in (network.network_address, network.broadcast_address):
-        raise ConfigError(key, f"{text!r} is the subnet's {'network' if address.ip == network.network_address else 'broadcast'} address")
+        raise ConfigError(
+            key,
+            f"{text!r} is the subnet's {'network' if address.ip == network.network_address else 'broadcast'} address",
+        )
     for i, host in enumerate(hosts):
         if host.address == str(address.ip):
-            raise ConfigError(key, f"{address.ip} is haproxy.hosts[{i}]'s own address; the VIP must be an address no host has")
+            raise ConfigError(
+                key, f"{address.ip} is haproxy.hosts[{i}]'s own address; the VIP must be an address no host has"
+            )
     host_ips = [_ip_or_none(host.address) for host in hosts]  # None: a DNS name, not determinable here
     if not raw["sshOverOtherNetwork"]:
-        for i, (host, host_ip) in enumerate(zip(hosts, host_ips)):
+        for i, (host, host_ip) in enumerate(zip(hosts, host_ips, strict=False)):
             if host_ip is not None and host_ip.version == 4 and host_ip not in network:
                 raise ConfigError(
                     key,
@@ -622,20 +664,31 @@ def _ip_or_none(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
         return None
 
 
-def _check_unicast_peers(hosts: Sequence[SshHost], host_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address | None],
-                         network: ipaddress.IPv4Network, ssh_elsewhere: bool) -> None:
+def _check_unicast_peers(
+    hosts: Sequence[SshHost],
+    host_ips: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address | None],
+    network: ipaddress.IPv4Network,
+    ssh_elsewhere: bool,
+) -> None:
     """Unicast VRRP sends to the hosts' addresses: they must be IPv4 addresses on the VIP's segment."""
     key = "haproxy.vip.unicast"
     if ssh_elsewhere:
-        raise ConfigError(key, "cannot be combined with haproxy.vip.sshOverOtherNetwork: the peers are the hosts' "
-                               "addresses, which must be on the VIP's subnet")
-    for i, (host, host_ip) in enumerate(zip(hosts, host_ips)):
+        raise ConfigError(
+            key,
+            "cannot be combined with haproxy.vip.sshOverOtherNetwork: the peers are the hosts' "
+            "addresses, which must be on the VIP's subnet",
+        )
+    for i, (host, host_ip) in enumerate(zip(hosts, host_ips, strict=False)):
         if host_ip is None:
-            raise ConfigError(key, f"needs IP addresses: haproxy.hosts[{i}].address is {host.address!r} "
-                                   "(keepalived's unicast_peer takes addresses, not names)")
+            raise ConfigError(
+                key,
+                f"needs IP addresses: haproxy.hosts[{i}].address is {host.address!r} "
+                "(keepalived's unicast_peer takes addresses, not names)",
+            )
         if host_ip.version != 4 or host_ip not in network:
-            raise ConfigError(key, f"haproxy.hosts[{i}].address {host.address} is not an IPv4 address in the "
-                                   f"VIP's subnet {network}")
+            raise ConfigError(
+                key, f"haproxy.hosts[{i}].address {host.address} is not an IPv4 address in the VIP's subnet {network}"
+            )
 
 
 def _refuse_binds_on_host_addresses(frontends: Sequence[Frontend], hosts: Sequence[SshHost]) -> None:
@@ -663,7 +716,8 @@ def _check_vrrp_password(password: str | None, vip: VipSettings | None) -> None:
         # Never echo the value: it is a secret.
         raise ConfigError(
             key,
-            "must be 1 to 8 characters (keepalived's auth_pass keeps only 8): letters, digits and - . _ ~ + = @ % ^ * : , /",
+            "must be 1 to 8 characters (keepalived's auth_pass keeps only 8): "
+            "letters, digits and - . _ ~ + = @ % ^ * : , /",
         )
 
 
@@ -729,7 +783,10 @@ def _parse_host_key(value: str, key: str) -> str:
 
 def _parse_frontend(raw: Mapping[str, Any], key: str) -> Frontend:
     bind_values = raw["bind"] if isinstance(raw["bind"], list) else [raw["bind"]]
-    binds = tuple(_parse_bind(value, f"{key}.bind" + (f"[{i}]" if isinstance(raw["bind"], list) else "")) for i, value in enumerate(bind_values))
+    binds = tuple(
+        _parse_bind(value, f"{key}.bind" + (f"[{i}]" if isinstance(raw["bind"], list) else ""))
+        for i, value in enumerate(bind_values)
+    )
     return Frontend(name=raw["name"], binds=binds, gateway_port=raw["gatewayPort"])
 
 
@@ -812,7 +869,9 @@ def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> Kubernete
             "needs istio.install: false (Helm releases cannot be rendered to a directory)",
         )
     if render_dir is not None and raw.get("context") is not None:
-        raise ConfigError("kubernetes.context", "cannot be combined with kubernetes.renderYamlToDirectory (no cluster is used)")
+        raise ConfigError(
+            "kubernetes.context", "cannot be combined with kubernetes.renderYamlToDirectory (no cluster is used)"
+        )
     return KubernetesSettings(context=raw.get("context"), render_yaml_to_directory=render_dir)
 
 
@@ -841,13 +900,15 @@ def _refuse_gateway_api_conflicts(
         # our objects attach to the Gateway with targetRefs: a selector on them is ineffective (IST0166).
         raise ConfigError(
             "istio.gatewayLabels",
-            "is a gateway-chart key; with gateway.api: gateway-api istiod labels the pods and objects attach by targetRefs: remove it",
+            "is a gateway-chart key; "
+            "with gateway.api: gateway-api istiod labels the pods and objects attach by targetRefs: remove it",
         )
     generated = f"{istio.gateway_name}-istio"
     if not _DNS_1035_LABEL.match(generated):
         raise ConfigError(
             "istio.gatewayName",
-            f"{istio.gateway_name!r} names the Service istiod generates {generated!r}, which is not a valid Service name "
+            f"{istio.gateway_name!r} names the Service istiod generates {generated!r}, "
+            "which is not a valid Service name "
             "(a letter first, at most 63 characters): use a name that starts with a letter, at most 57 characters",
         )
     if not any(frontend.gateway_port == "https" for frontend in haproxy.frontends):
@@ -860,12 +921,15 @@ def _refuse_gateway_api_conflicts(
     if not istio.at_least(GATEWAY_API_SINCE):
         raise ConfigError(
             "gateway.api",
-            f"gateway-api needs Istio >= {GATEWAY_API_SINCE[0]}.{GATEWAY_API_SINCE[1]} (the generated Service is customised through spec.infrastructure.parametersRef); istio.version is {istio.version}",
+            f"gateway-api needs Istio >= {GATEWAY_API_SINCE[0]}.{GATEWAY_API_SINCE[1]} "
+            "(the generated Service is customised through spec.infrastructure.parametersRef); "
+            f"istio.version is {istio.version}",
         )
     if istio.install and istio.version_tuple[:2] != GATEWAY_API_ISTIO_LINE:
         raise ConfigError(
             "gateway.api",
-            f"gateway-api with istio.install: true installs the Gateway API CRDs {GATEWAY_API_VERSION}, pinned for Istio "
+            f"gateway-api with istio.install: true installs the Gateway API CRDs {GATEWAY_API_VERSION}, "
+            "pinned for Istio "
             f"{GATEWAY_API_ISTIO_LINE[0]}.{GATEWAY_API_ISTIO_LINE[1]}; istio.version is {istio.version} "
             "(install the CRDs your Istio supports yourself and set istio.install: false)",
         )

@@ -17,13 +17,20 @@ targetPort). Pure: imports nothing from pulumi.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import yaml
 
-from components.config import GATEWAY_API_ISTIO_LINE, GATEWAY_API_VERSION, GATEWAY_SERVICE_PORTS, ConfigError, StackConfig
+from components.config import (
+    GATEWAY_API_ISTIO_LINE,
+    GATEWAY_API_VERSION,
+    GATEWAY_SERVICE_PORTS,
+    ConfigError,
+    StackConfig,
+)
 
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 GATEWAY_CLASS = "istio"
@@ -32,7 +39,12 @@ SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
 # The Kubernetes provider's await (pulumi-kubernetes 4.18 and later): the Gateway is created when
 # istiod reports it Programmed, within the Helm releases' default timeout.
 GATEWAY_AWAIT_ANNOTATIONS = {"pulumi.com/waitFor": "condition=Programmed", "pulumi.com/timeoutSeconds": "300"}
-PINNED_INSTALL = Path(__file__).resolve().parent / "istio_mesh" / "pinned" / f"gateway-api-{GATEWAY_API_VERSION}-standard-install.yaml"
+PINNED_INSTALL = (
+    Path(__file__).resolve().parent
+    / "istio_mesh"
+    / "pinned"
+    / f"gateway-api-{GATEWAY_API_VERSION}-standard-install.yaml"
+)
 
 
 def uses_gateway_api(config: StackConfig) -> bool:
@@ -110,7 +122,9 @@ def _listener(config: StackConfig, name: str, port: int) -> dict[str, Any]:
             # TLS passes through untouched, as HAProxy passes it: applications attach TLSRoutes by SNI.
             listener.update(protocol="TLS", tls={"mode": "Passthrough"})
         else:
-            refs = [{"group": "", "kind": "Secret", "name": secret} for secret in config.gateway.https_certificate_secrets]
+            refs = [
+                {"group": "", "kind": "Secret", "name": secret} for secret in config.gateway.https_certificate_secrets
+            ]
             listener.update(protocol="HTTPS", tls={"mode": "Terminate", "certificateRefs": refs})
     listener["allowedRoutes"] = _allowed_routes(config)
     return listener
@@ -214,7 +228,8 @@ def check_required_crds(config: StackConfig, served_versions: Mapping[str, Colle
     if missing:
         raise ConfigError(
             "gateway.api",
-            f"gateway-api needs the Gateway API CRDs, which source-ip-edge:istio.install: false leaves to you, and the cluster "
+            "gateway-api needs the Gateway API CRDs, which source-ip-edge:istio.install: false "
+            "leaves to you, and the cluster "
             f"lacks {', '.join(missing)}: install the standard channel of the Gateway API release your Istio supports "
             f"({GATEWAY_API_VERSION} for Istio {line}) before `pulumi up`",
         )

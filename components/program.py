@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping, Sequence
+
 import pulumi
 
-from typing import Callable, Collection, Mapping, Sequence
-
-from components.config import ConfigError, PROJECT, TOP_LEVEL_KEYS, StackConfig, check_known_keys, parse_stack_config
-from components.istio_objects import check_required_crds, required_crds
-from components.istio_mesh.gateway_api import cluster_crd_versions
+from components.config import PROJECT, TOP_LEVEL_KEYS, ConfigError, StackConfig, check_known_keys, parse_stack_config
 from components.edge.component import SourceIpEdge
+from components.istio_mesh.gateway_api import cluster_crd_versions
+from components.istio_objects import check_required_crds, required_crds
 
 CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
 
@@ -46,7 +46,7 @@ def read_stack_config():
 def _all_config_keys() -> set[str]:
     # The SDK has no public "list all keys"; its config map is where the engine puts them.
     keys = set(pulumi.runtime.get_config_env())
-    keys.update(getattr(pulumi.runtime.config, "CONFIG").get())
+    keys.update(pulumi.runtime.config.CONFIG.get())
     return keys
 
 

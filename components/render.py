@@ -212,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True, help="stack name: reads Pulumi.STACK.yaml")
     parser.add_argument("--out", required=True, type=Path, help="output folder (replaced)")
     parser.add_argument(
-        "--project-root", type=Path, default=PROJECT_ROOT, help="folder with Pulumi.yaml and the stack file (default: this project)"
+        "--project-root",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="folder with Pulumi.yaml and the stack file (default: this project)",
     )
     args = parser.parse_args(argv)
     try:

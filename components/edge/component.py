@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import StackConfig
-from components.istio_objects import uses_gateway_api
+from components.edge.outputs import stack_outputs
+from components.haproxy_host.component import HAProxyHost
 from components.haproxy_host.haproxy_cfg import render_haproxy_config
 from components.haproxy_host.keepalived_conf import render_keepalived_config
-from components.haproxy_host.component import HAProxyHost
 from components.istio_mesh.component import IstioMesh
+from components.istio_objects import uses_gateway_api
 from components.proxy_protocol.component import ProxyProtocol
 from components.source_ip_policy.component import SourceIpPolicy
-from components.edge.outputs import stack_outputs
 
 
 class SourceIpEdgeArgs(TypedDict):
@@ -33,7 +33,7 @@ class SourceIpEdge(pulumi.ComponentResource):
     haproxy_config: str
     """The haproxy.cfg every host gets."""
 
-    def __init__(self, name: str, args: SourceIpEdgeArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SourceIpEdgeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:edge:SourceIpEdge", name, {}, opts)
         config = args["config"]
         provider = _kubernetes_provider(name, config, self)
@@ -62,7 +62,9 @@ class SourceIpEdge(pulumi.ComponentResource):
         # A Gateway API gateway's pods get no traffic before HAProxy moves to them: its allow and
         # deny policies go in first, and HAProxy waits for them. A chart gateway serves its clients
         # directly until HAProxy sends PROXY: its policies go in after HAProxy (DESIGN's order).
-        self.policy = SourceIpPolicy(f"{name}-policy", policy_args, pulumi.ResourceOptions(parent=self)) if gateway_api else None
+        self.policy = (
+            SourceIpPolicy(f"{name}-policy", policy_args, pulumi.ResourceOptions(parent=self)) if gateway_api else None
+        )
         self.hosts = [
             HAProxyHost(
                 f"{name}-{host.name}",
@@ -93,7 +95,7 @@ class SourceIpEdge(pulumi.ComponentResource):
         self.register_outputs(self.outputs)
 
 
-def _kubernetes_provider(name: str, config: StackConfig, parent: pulumi.Resource) -> Optional[k8s.Provider]:
+def _kubernetes_provider(name: str, config: StackConfig, parent: pulumi.Resource) -> k8s.Provider | None:
     settings = config.kubernetes
     if settings.context is None and settings.render_yaml_to_directory is None:
         return None

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from components.config import StackConfig
-from components.istio_objects import GATEWAY_API_GROUP, generated_name, generated_pod_labels, parameters_name
 from components.haproxy_host.haproxy_cfg import config_sha256
+from components.istio_objects import GATEWAY_API_GROUP, generated_name, generated_pod_labels, parameters_name
 from components.proxy_protocol.envoy_filter import envoy_filter, envoy_filter_name
 from components.source_ip_policy.policies import policy_names, trusted_peer_filter, trusted_peer_filter_name
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NotRequired, Optional, Sequence, TypedDict
+from collections.abc import Sequence
+from typing import NotRequired, TypedDict
 
 import pulumi
 import pulumi_command as command
@@ -40,11 +41,11 @@ class HAProxyHost(pulumi.ComponentResource):
     """Records the host as it was, installs haproxy and socat; destroy removes what it added."""
     config: command.remote.Command
     """Stages, checks (`haproxy -c`), swaps in and reloads haproxy.cfg; destroy restores."""
-    keepalived: Optional[command.remote.Command]
+    keepalived: command.remote.Command | None
     """With a VIP: stages, checks (`keepalived -t`), swaps in and reloads keepalived.conf; destroy
     restores keepalived (the VIP moves away first, then haproxy.cfg is restored)."""
 
-    def __init__(self, name: str, args: HAProxyHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: HAProxyHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:haproxy:HAProxyHost", name, {}, opts)
         host = args["host"]
         connection = command.remote.ConnectionArgs(

@@ -151,13 +151,18 @@ def _backend(frontend: Frontend, haproxy: HAProxySettings, gateway: GatewaySetti
 def _metrics(metrics: MetricsSettings) -> str:
     # HAProxy's built-in exporter (Debian's 2.6 is built with it: `haproxy -vv`, "Prometheus
     # exporter as a service") and the stats page, on a listener of their own.
-    return "\n".join([
-        "frontend metrics",
-        "    mode http",
-        f"    bind {metrics.bind.haproxy()}",
-        "    option dontlog-normal",  # errors only: a scrape every few seconds is not news
-        f"    http-request use-service prometheus-exporter if {{ path {metrics.metrics_path} }}",
-        "    stats enable",
-        f"    stats uri {metrics.stats_path}",
-        "    stats refresh 10s",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "frontend metrics",
+                "    mode http",
+                f"    bind {metrics.bind.haproxy()}",
+                "    option dontlog-normal",  # errors only: a scrape every few seconds is not news
+                f"    http-request use-service prometheus-exporter if {{ path {metrics.metrics_path} }}",
+                "    stats enable",
+                f"    stats uri {metrics.stats_path}",
+                "    stats refresh 10s",
+            ]
+        )
+        + "\n"
+    )

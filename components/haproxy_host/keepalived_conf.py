@@ -27,7 +27,7 @@ def render_keepalived_config(config: StackConfig, host: SshHost) -> str:
     vip = config.haproxy.vip
     assert vip is not None, "render_keepalived_config needs haproxy.vip"
     return f"""\
-# The VIP {vip.address} of the source-ip-edge HAProxy hosts ({', '.join(h.name for h in config.haproxy.hosts)}).
+# The VIP {vip.address} of the source-ip-edge HAProxy hosts ({", ".join(h.name for h in config.haproxy.hosts)}).
 # It stays on the host that holds it while that host's HAProxy answers on its runtime API.
 
 global_defs {{
@@ -77,5 +77,7 @@ def _unicast(config: StackConfig, host: SshHost) -> str:
     if not config.haproxy.vip.unicast:
         return ""
     peers = "".join(f"        {other.address}\n" for other in config.haproxy.hosts if other is not host)
-    return (f"    # haproxy.vip.unicast: adverts go to the other hosts, not to the multicast group.\n"
-            f"    unicast_src_ip {host.address}\n    unicast_peer {{\n{peers}    }}\n")
+    return (
+        f"    # haproxy.vip.unicast: adverts go to the other hosts, not to the multicast group.\n"
+        f"    unicast_src_ip {host.address}\n    unicast_peer {{\n{peers}    }}\n"
+    )

@@ -4,8 +4,8 @@ Pure: no pulumi import. Each command is plain text that `pulumi preview --diff` 
 the parameters as shell assignments, lib.sh (and keepalived_lib.sh where keepalived is
 concerned), then the script (install, apply, restore, uninstall, keepalived_apply or
 keepalived_restore). No secret is ever in a command's text: keepalived_apply.sh reads the VRRP
-password from stdin, a secret input of its own. The scripts are real shell files that shellcheck reads; they are parameterised by
-those upper-case variables (lib.sh lists them), never by replacing text inside them.
+password from stdin, a secret input of its own. The scripts are real shell files that shellcheck
+reads; they are parameterised by those upper-case variables (lib.sh lists them), never by replacing text inside them.
 
 apply.sh gets the new haproxy.cfg from a function `new_config` holding it in a quoted heredoc,
 byte for byte and readable, so a preview shows the changed lines of the config.

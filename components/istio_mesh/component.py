@@ -3,20 +3,21 @@ gateway.api: gateway-api the Gateway API CRDs first and a Gateway instead of the
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, TypedDict
+from collections.abc import Callable, Sequence
+from typing import TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.config import StackConfig
-from components.istio_mesh.releases import HelmReleaseSpec, istio_releases
 from components.istio_mesh.gateway_api import gateway_api_crds, gateway_api_gateway
+from components.istio_mesh.releases import HelmReleaseSpec, istio_releases
 
 
 class IstioMeshArgs(TypedDict):
     config: StackConfig
     """The validated stack configuration."""
-    provider: Optional[k8s.Provider]
+    provider: k8s.Provider | None
     """Kubernetes provider; None uses the ambient kubeconfig."""
     before_gateway: Callable[[Sequence[pulumi.Resource]], Sequence[pulumi.Resource]]
     """Declares what the gateway's pods must find in place when they start, given the control plane
@@ -34,7 +35,7 @@ class IstioMesh(pulumi.ComponentResource):
     namespace: str
     """The namespace of istiod and the ingress gateway."""
 
-    def __init__(self, name: str, args: IstioMeshArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: IstioMeshArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:IstioMesh", name, {}, opts)
         config = args["config"]
         self.namespace = config.istio.namespace
@@ -49,11 +50,13 @@ class IstioMesh(pulumi.ComponentResource):
         gateway_after = list(args["before_gateway"](list(self.releases) + crds))
         for spec in gateway:
             self.releases.append(self._release(name, spec, args["provider"], self.releases[-1:] + gateway_after))
-        self.gateway_api = crds + gateway_api_gateway(name, config, args["provider"], self, self.releases[-1:] + crds + gateway_after)
+        self.gateway_api = crds + gateway_api_gateway(
+            name, config, args["provider"], self, self.releases[-1:] + crds + gateway_after
+        )
         self.register_outputs({"namespace": self.namespace, "releases": [r.name for r in self.releases]})
 
     def _release(
-        self, name: str, spec: HelmReleaseSpec, provider: Optional[k8s.Provider], after: Sequence[pulumi.Resource]
+        self, name: str, spec: HelmReleaseSpec, provider: k8s.Provider | None, after: Sequence[pulumi.Resource]
     ) -> k8s.helm.v3.Release:
         # helm.v3.Release rather than server-side-applied objects: istiod's webhook rewrites its
         # own configuration, which fights server-side apply.

@@ -6,14 +6,16 @@ declares anything."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
 from components.config import ConfigError, StackConfig
+from components.custom_resource import custom_resource
 from components.istio_objects import gateway, gateway_api_install, gateway_parameters, required_crds
 
 if TYPE_CHECKING:
@@ -54,7 +56,9 @@ def _api_client(config: StackConfig) -> kubernetes.client.ApiClient:
     import kubernetes
 
     if config.kubernetes.context is not None:
-        return kubernetes.config.new_client_from_config(config_file=_kubeconfig_path(), context=config.kubernetes.context)
+        return kubernetes.config.new_client_from_config(
+            config_file=_kubeconfig_path(), context=config.kubernetes.context
+        )
     # The raw values: kubernetes:kubeconfig is often a secret, and Config.get warns on a secret.
     context = pulumi.runtime.get_config("kubernetes:context")
     path_or_contents = pulumi.runtime.get_config("kubernetes:kubeconfig")
@@ -78,7 +82,7 @@ def _unreadable(reason: object) -> ConfigError:
         f"false with gateway.api: gateway-api: could not read the cluster's Gateway API CRDs ({first_line}); "
         "check the kubeconfig and source-ip-edge:kubernetes.context",
     )
-from components.custom_resource import custom_resource
+
 
 _INSTALL_KINDS = {
     "CustomResourceDefinition": k8s.apiextensions.v1.CustomResourceDefinition,
@@ -88,7 +92,7 @@ _INSTALL_KINDS = {
 
 
 def gateway_api_crds(
-    name: str, config: StackConfig, provider: Optional[k8s.Provider], parent: pulumi.Resource
+    name: str, config: StackConfig, provider: k8s.Provider | None, parent: pulumi.Resource
 ) -> list[pulumi.Resource]:
     """istio.install: true: the pinned standard-channel install. false: a read of each CRD the stack
     needs, so that a cluster without them fails before the Gateway is created, naming the CRD."""
@@ -104,14 +108,16 @@ def gateway_api_crds(
 
 
 def gateway_api_gateway(
-    name: str, config: StackConfig, provider: Optional[k8s.Provider], parent: pulumi.Resource, after: Sequence[Any]
+    name: str, config: StackConfig, provider: k8s.Provider | None, parent: pulumi.Resource, after: Sequence[Any]
 ) -> list[pulumi.Resource]:
     """The Service overlay ConfigMap, then the Gateway (istiod refuses a parametersRef to a missing one)."""
     parameters, gateway_object = gateway_parameters(config), gateway(config)
     if gateway_object is None or parameters is None:
         return []
     opts = pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(after))
-    overlay = k8s.core.v1.ConfigMap(f"{name}-{parameters['metadata']['name']}", metadata=parameters["metadata"], data=parameters["data"], opts=opts)
+    overlay = k8s.core.v1.ConfigMap(
+        f"{name}-{parameters['metadata']['name']}", metadata=parameters["metadata"], data=parameters["data"], opts=opts
+    )
     return [
         overlay,
         custom_resource(

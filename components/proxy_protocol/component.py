@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypedDict
+from collections.abc import Sequence
+from typing import TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -16,7 +17,7 @@ from components.proxy_protocol.envoy_filter import envoy_filter, gateway_deploym
 class ProxyProtocolArgs(TypedDict):
     config: StackConfig
     """The validated stack configuration."""
-    provider: Optional[k8s.Provider]
+    provider: k8s.Provider | None
     """Kubernetes provider; None uses the ambient kubeconfig."""
     control_plane: Sequence[pulumi.Resource]
     """Istio's CRDs and istiod, which the EnvoyFilter needs (nothing for an adopted Istio). The
@@ -27,10 +28,12 @@ class ProxyProtocol(pulumi.ComponentResource):
     resources: list[pulumi.CustomResource]
     """What the gateway needs to accept PROXY headers; HAProxy waits for these."""
 
-    def __init__(self, name: str, args: ProxyProtocolArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: ProxyProtocolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:ProxyProtocol", name, {}, opts)
         config = args["config"]
-        child_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["control_plane"]))
+        child_opts = pulumi.ResourceOptions(
+            parent=self, provider=args["provider"], depends_on=list(args["control_plane"])
+        )
         self.resources = []
         filter_object = envoy_filter(config)
         if filter_object is not None:

@@ -3,20 +3,21 @@ and the trusted-peer lock on the listeners HAProxy sends to."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, TypedDict
+from collections.abc import Sequence
+from typing import TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.source_ip_policy.policies import authorization_policies, trusted_peer_filter
 from components.config import StackConfig
 from components.custom_resource import custom_resource
+from components.source_ip_policy.policies import authorization_policies, trusted_peer_filter
 
 
 class SourceIpPolicyArgs(TypedDict):
     config: StackConfig
     """The validated stack configuration."""
-    provider: Optional[k8s.Provider]
+    provider: k8s.Provider | None
     """Kubernetes provider; None uses the ambient kubeconfig."""
     policies_after: Sequence[pulumi.Resource]
     """The AuthorizationPolicies go in after these: HAProxy too for the gateway chart (a live
@@ -28,13 +29,15 @@ class SourceIpPolicyArgs(TypedDict):
 class SourceIpPolicy(pulumi.ComponentResource):
     policies: list[k8s.apiextensions.CustomResource]
     """The AuthorizationPolicies, DENY before ALLOW."""
-    trusted_peer_lock: Optional[k8s.apiextensions.CustomResource]
+    trusted_peer_lock: k8s.apiextensions.CustomResource | None
     """The EnvoyFilter that refuses direct peers other than access.trustedPeers, if any."""
 
-    def __init__(self, name: str, args: SourceIpPolicyArgs, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, args: SourceIpPolicyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
         self._name, self._args = name, args
-        policy_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["policies_after"]))
+        policy_opts = pulumi.ResourceOptions(
+            parent=self, provider=args["provider"], depends_on=list(args["policies_after"])
+        )
         self.policies = [
             custom_resource(f"{name}-{policy['metadata']['name']}", policy, policy_opts)
             for policy in authorization_policies(args["config"])

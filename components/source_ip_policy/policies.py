@@ -22,10 +22,24 @@ def authorization_policies(config: StackConfig) -> list[dict[str, Any]]:
     policies = []
     # Workload-wide, not per port: RBAC's destination port is the PROXY header's (HAProxy's bind), not the listener's.
     if access.deny:
-        policies.append(_policy(config, "source-ip-deny", "DENY", [{"from": [{"source": {"remoteIpBlocks": _cidrs(access.deny_blocks)}}]}]))
+        policies.append(
+            _policy(
+                config,
+                "source-ip-deny",
+                "DENY",
+                [{"from": [{"source": {"remoteIpBlocks": _cidrs(access.deny_blocks)}}]}],
+            )
+        )
     if access.allow:
         # With any ALLOW policy on a workload, requests that match none are denied.
-        policies.append(_policy(config, "source-ip-allow", "ALLOW", [{"from": [{"source": {"remoteIpBlocks": _cidrs(access.allow_blocks)}}]}]))
+        policies.append(
+            _policy(
+                config,
+                "source-ip-allow",
+                "ALLOW",
+                [{"from": [{"source": {"remoteIpBlocks": _cidrs(access.allow_blocks)}}]}],
+            )
+        )
     return policies
 
 
@@ -65,7 +79,12 @@ def trusted_peer_filter(config: StackConfig) -> dict[str, Any] | None:
                             "not_id": {
                                 "or_ids": {
                                     "ids": [
-                                        {"direct_remote_ip": {"address_prefix": str(n.network_address), "prefix_len": n.prefixlen}}
+                                        {
+                                            "direct_remote_ip": {
+                                                "address_prefix": str(n.network_address),
+                                                "prefix_len": n.prefixlen,
+                                            }
+                                        }
                                         for n in peers
                                     ]
                                 }

@@ -39,9 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"at least 3 runs; --only takes {','.join(BENCHES)}")
     exit_on_sigterm()
     load = os.getloadavg()
-    report = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                          "loadavg_at_start": [round(x, 2) for x in load]}}
+    report = {
+        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "loadavg_at_start": [round(x, 2) for x in load],
+        },
+    }
     if set(only) != set(BENCHES) and args.out.exists():
         # A partial run updates its sections of an earlier report and says so.
         earlier = json.loads(args.out.read_text())
@@ -74,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if "reconfigure" in only:
         print("reconfiguration under load ...", file=sys.stderr)
         report["reconfigure"] = result = reconfigure.bench(args.lab, args.runs)
-        tables.append(("Reconfiguration under connection-per-request load", reconfigure.HEADER,
-                       reconfigure.rows(result)))
+        tables.append(
+            ("Reconfiguration under connection-per-request load", reconfigure.HEADER, reconfigure.rows(result))
+        )
         stolen("reconfigure")
         save()
     if "change_latency" in only:
@@ -95,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     save()
     for title, header, rows in tables:
         print(f"\n{title}\n{table(header, rows)}")
-    print(f"\nmedians of {args.runs} runs; {os.cpu_count()} CPUs, load average {load[0]:.1f} at start, "
-          f"{report['machine']['loadavg_at_end'][0]:.1f} at end; CPU time stolen by the hypervisor: "
-          + ", ".join(f"{part} {share:.0%}" for part, share in steal.items() if share is not None)
-          + f"; written to {args.out}")
+    print(
+        f"\nmedians of {args.runs} runs; {os.cpu_count()} CPUs, load average {load[0]:.1f} at start, "
+        f"{report['machine']['loadavg_at_end'][0]:.1f} at end; CPU time stolen by the hypervisor: "
+        + ", ".join(f"{part} {share:.0%}" for part, share in steal.items() if share is not None)
+        + f"; written to {args.out}"
+    )
     return 0
 
 

@@ -19,9 +19,9 @@ import sys
 import time
 from typing import Any
 
-from hack.bench.figures import median, table
 from components.config import ConfigError, parse_stack_config
 from components.source_ip_policy.policies import authorization_policies
+from hack.bench.figures import median, table
 
 SIZES = (10, 1_000, 100_000)
 # Config strings only: no traffic goes to these. A /8 so that a large list overlaps itself, as real
@@ -59,8 +59,12 @@ def one_size(count: int, runs: int) -> dict[str, Any]:
             refused = str(error)
         seconds.append(time.perf_counter() - started)
     sizes = [len(json.dumps(p, separators=(",", ":"))) for p in policies]
-    principals = sum(len(source["source"].get("remoteIpBlocks", []))
-                     for p in policies for rule in p["spec"].get("rules", []) for source in rule.get("from", []))
+    principals = sum(
+        len(source["source"].get("remoteIpBlocks", []))
+        for p in policies
+        for rule in p["spec"].get("rules", [])
+        for source in rule.get("from", [])
+    )
     return {
         "cidrs": count,
         "render_ms": round(median(seconds) * 1000, 1),
@@ -74,16 +78,20 @@ def one_size(count: int, runs: int) -> dict[str, Any]:
 
 
 def bench(runs: int = 3, sizes=SIZES) -> dict[str, Any]:
-    return {"sizes": [one_size(n, runs) for n in sizes],
-            "generator": f"distinct CIDRs in {POOL}: 70% /32, 30% /24 (seeded), all in access.allow"}
+    return {
+        "sizes": [one_size(n, runs) for n in sizes],
+        "generator": f"distinct CIDRs in {POOL}: 70% /32, 30% /24 (seeded), all in access.allow",
+    }
 
 
 HEADER = ("CIDRs", "validate+render ms", "policies", "bytes (JSON)", "RBAC principals", "refused")
 
 
 def rows(result: dict[str, Any]) -> list[list[Any]]:
-    return [[s["cidrs"], s["render_ms"], s["policies"], s["policy_bytes"], s["rbac_principals"],
-             s["refused"] or "no"] for s in result["sizes"]]
+    return [
+        [s["cidrs"], s["render_ms"], s["policies"], s["policy_bytes"], s["rbac_principals"], s["refused"] or "no"]
+        for s in result["sizes"]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,11 +35,26 @@ BIG_NODES, BIG_CIDRS = 200, 5_000
 
 # ---------------------------------------------------------------------------- pulumi preview
 
+
 def preview_seconds(cwd: Path, stack: str) -> float:
     started = time.perf_counter()
-    result = subprocess.run(["pulumi", "preview", "--stack", stack, "--non-interactive", "--color", "never",
-                             "--suppress-progress", "--expect-no-changes"],
-                            cwd=cwd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            "pulumi",
+            "preview",
+            "--stack",
+            stack,
+            "--non-interactive",
+            "--color",
+            "never",
+            "--suppress-progress",
+            "--expect-no-changes",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"pulumi preview of {stack} failed (or was not a no-op):\n{result.stdout}{result.stderr}")
@@ -49,17 +64,35 @@ def preview_seconds(cwd: Path, stack: str) -> float:
 def make_empty_program(folder: Path) -> None:
     """A Python Pulumi program that registers nothing, on the project's virtualenv and engine."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "Pulumi.yaml").write_text(yaml.safe_dump({
-        "name": EMPTY_PROJECT,
-        "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": str(REPO / ".venv")}},
-    }))
-    (folder / "__main__.py").write_text('"""An empty program: the engine\'s and the language host\'s own cost."""\nimport pulumi  # noqa: F401\n')
+    (folder / "Pulumi.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": EMPTY_PROJECT,
+                "runtime": {"name": "python", "options": {"toolchain": "pip", "virtualenv": str(REPO / ".venv")}},
+            }
+        )
+    )
+    (folder / "__main__.py").write_text(
+        '"""An empty program: the engine\'s and the language host\'s own cost."""\nimport pulumi  # noqa: F401\n'
+    )
     _remove_stack(folder)  # what an interrupted run left in the backend
-    subprocess.run(["pulumi", "stack", "init", "bench", "--non-interactive"], cwd=folder, check=True,
-                   capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        ["pulumi", "stack", "init", "bench", "--non-interactive"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # Once up, so that its previews are no-ops like the lab stack's (the stack resource exists).
-    subprocess.run(["pulumi", "up", "--yes", "--stack", "bench", "--non-interactive", "--suppress-progress"],
-                   cwd=folder, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        ["pulumi", "up", "--yes", "--stack", "bench", "--non-interactive", "--suppress-progress"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def remove_empty_program(folder: Path) -> None:
@@ -69,8 +102,13 @@ def remove_empty_program(folder: Path) -> None:
 
 
 def _remove_stack(folder: Path) -> None:
-    subprocess.run(["pulumi", "stack", "rm", "bench", "--yes", "--force", "--non-interactive"], cwd=folder,
-                   capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        ["pulumi", "stack", "rm", "bench", "--yes", "--force", "--non-interactive"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def preview(runs: int, stack: str, work: Path) -> dict[str, Any]:
@@ -93,11 +131,18 @@ def preview(runs: int, stack: str, work: Path) -> dict[str, Any]:
         remove_empty_program(empty)
     lab, empty_s = median(times["lab"]), median(times["empty"])
     version = subprocess.run(["pulumi", "version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    return {"lab_s": round(lab, 2), "empty_s": round(empty_s, 2), "ratio": ratio(lab, empty_s),
-            "runs": {k: [round(v, 2) for v in vs] for k, vs in times.items()}, "pulumi": version, "stack": stack}
+    return {
+        "lab_s": round(lab, 2),
+        "empty_s": round(empty_s, 2),
+        "ratio": ratio(lab, empty_s),
+        "runs": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
+        "pulumi": version,
+        "stack": stack,
+    }
 
 
 # ---------------------------------------------------------------------------- offline render
+
 
 def big_stack(folder: Path) -> None:
     """Pulumi.yaml and Pulumi.big.yaml: the dev stack with 200 gateway nodes and 5,000 CIDRs."""
@@ -116,9 +161,23 @@ def big_stack(folder: Path) -> None:
 
 def render_seconds(stack: str, project_root: Path, out: Path) -> float:
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out),
-                             "--project-root", str(project_root)], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "components.render",
+            "--stack",
+            stack,
+            "--out",
+            str(out),
+            "--project-root",
+            str(project_root),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"render of {stack} failed: {result.stderr}")
@@ -136,9 +195,13 @@ def render(runs: int, work: Path) -> dict[str, Any]:
             times[name].append(render_seconds(name, project_root, work / f"render-{name}"))
             print(f"  run {run + 1}/{runs} render {name}: {times[name][-1]:.2f}s", file=sys.stderr)
     dev, big = median(times["dev"]), median(times["big"])
-    return {"dev_s": round(dev, 2), "big_s": round(big, 2), "ratio": ratio(big, dev),
-            "big_stack": {"gateway_nodes": BIG_NODES, "cidrs": BIG_CIDRS},
-            "runs": {k: [round(v, 2) for v in vs] for k, vs in times.items()}}
+    return {
+        "dev_s": round(dev, 2),
+        "big_s": round(big, 2),
+        "ratio": ratio(big, dev),
+        "big_stack": {"gateway_nodes": BIG_NODES, "cidrs": BIG_CIDRS},
+        "runs": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
+    }
 
 
 def profile_render(work: Path, out: Path, top: int = 25) -> str:
@@ -176,11 +239,19 @@ def rows(result: dict[str, Any]) -> list[list[Any]]:
     out = []
     if "preview" in result:
         p = result["preview"]
-        out.append([f"no-op pulumi preview ({p['stack']})", p["lab_s"], "empty Python program", p["empty_s"],
-                    f"{p['ratio']}x"])
+        out.append(
+            [f"no-op pulumi preview ({p['stack']})", p["lab_s"], "empty Python program", p["empty_s"], f"{p['ratio']}x"]
+        )
     r = result["render"]
-    out.append([f"offline render ({BIG_NODES} nodes, {BIG_CIDRS:,} CIDRs)", r["big_s"], "dev stack", r["dev_s"],
-                f"{r['ratio']}x"])
+    out.append(
+        [
+            f"offline render ({BIG_NODES} nodes, {BIG_CIDRS:,} CIDRs)",
+            r["big_s"],
+            "dev stack",
+            r["dev_s"],
+            f"{r['ratio']}x",
+        ]
+    )
     return out
 
 

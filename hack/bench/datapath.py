@@ -23,18 +23,20 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hack.bench.figures import median, parse_wrk, summarize, table
-from hack.bench.netns import BenchNamespaces, exit_on_sigterm, wait_until
 from components.config import parse_stack_config
 from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET, SERVER_STATE_FILE, render_haproxy_config
+from hack.bench.figures import median, parse_wrk, summarize, table
+from hack.bench.netns import BenchNamespaces, exit_on_sigterm, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DIR = Path(os.environ.get("LAB_RUN_BASE", "/run/source-ip-edge")) / (
-    "bench-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8])
+    "bench-" + hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+)
 LUA = Path(__file__).with_name("bounded.lua")
 STANDIN_CONF = REPO / "hack" / "lab" / "gateway-standin-conf.sh"
 NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
@@ -42,8 +44,8 @@ NGINX_STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 VISITOR, EDGE, GATEWAY = "198.51.100.107", "203.0.113.110", "192.0.2.150"
 LINKS = {"v": (VISITOR, "198.51.100.1"), "edge": (EDGE, "203.0.113.1"), "gw": (GATEWAY, "192.0.2.1")}
 NODE_PORTS = {"http": 30080, "https": 30443, "status": 30021}
-PLAIN_PORT = 8080          # the stand-in's twin without PROXY, for the kernel-routed path
-NGINX_STREAM_PORT = 8080   # on the edge, beside HAProxy's :80
+PLAIN_PORT = 8080  # the stand-in's twin without PROXY, for the kernel-routed path
+NGINX_STREAM_PORT = 8080  # on the edge, beside HAProxy's :80
 
 # The bench stack: one HAProxy host, one gateway node; everything else the schema's defaults.
 BENCH_STACK = {
@@ -110,13 +112,41 @@ def start_gateway(net: BenchNamespaces) -> None:
     """The lab's gateway stand-in (hack/lab/gateway-standin-conf.sh, unchanged) and its plain twin."""
     d = net.run_dir / "gw"
     (d / "tmp").mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-days", "2", "-subj", "/CN=gateway.bench.invalid", "-keyout", str(d / "tls.key"),
-                    "-out", str(d / "tls.crt")], check=True, capture_output=True, timeout=30)
-    env = {**os.environ, "STANDIN_NAME": "bench-gw", "STANDIN_ADDRESS": GATEWAY, "STANDIN_DIR": str(d),
-           "STANDIN_PID_FILE": str(d / "nginx.pid"), "HTTP_PORT": str(NODE_PORTS["http"]),
-           "HTTPS_PORT": str(NODE_PORTS["https"]), "STATUS_PORT": str(NODE_PORTS["status"]),
-           "TLS_CERT": str(d / "tls.crt"), "TLS_KEY": str(d / "tls.key")}
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gateway.bench.invalid",
+            "-keyout",
+            str(d / "tls.key"),
+            "-out",
+            str(d / "tls.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    env = {
+        **os.environ,
+        "STANDIN_NAME": "bench-gw",
+        "STANDIN_ADDRESS": GATEWAY,
+        "STANDIN_DIR": str(d),
+        "STANDIN_PID_FILE": str(d / "nginx.pid"),
+        "HTTP_PORT": str(NODE_PORTS["http"]),
+        "HTTPS_PORT": str(NODE_PORTS["https"]),
+        "STATUS_PORT": str(NODE_PORTS["status"]),
+        "TLS_CERT": str(d / "tls.crt"),
+        "TLS_KEY": str(d / "tls.key"),
+    }
     conf = subprocess.run(["bash", str(STANDIN_CONF)], env=env, check=True, capture_output=True, text=True).stdout
     (d / "nginx.conf").write_text(conf)
     net.spawn("gw", _nginx_argv(d / "nginx.conf", d), "gw-nginx.log")
@@ -188,10 +218,23 @@ def wait_for(net: BenchNamespaces, url: str, seconds: float = 15) -> None:
 
 
 def wrk(net: BenchNamespaces, url: str, mode: str, seconds: float) -> dict[str, Any]:
-    argv = ["wrk", "-t", str(WRK_THREADS), "-c", str(WRK_CONNECTIONS), "-d", f"{seconds:g}s", "--latency",
-            "-s", str(LUA), *MODES[mode], url]
-    result = net.run("v", argv, timeout=seconds + 30,
-                     env={"BENCH_MAX_REQUESTS_PER_THREAD": str(MAX_REQUESTS_PER_THREAD)})
+    argv = [
+        "wrk",
+        "-t",
+        str(WRK_THREADS),
+        "-c",
+        str(WRK_CONNECTIONS),
+        "-d",
+        f"{seconds:g}s",
+        "--latency",
+        "-s",
+        str(LUA),
+        *MODES[mode],
+        url,
+    ]
+    result = net.run(
+        "v", argv, timeout=seconds + 30, env={"BENCH_MAX_REQUESTS_PER_THREAD": str(MAX_REQUESTS_PER_THREAD)}
+    )
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed: {result.stderr}")
     return parse_wrk(result.stdout)
@@ -206,8 +249,9 @@ class Target:
     """The proxy (its master), whose CPU time is counted; None for the kernel-routed path."""
 
 
-def measure(net: BenchNamespaces, targets: dict[str, Target], runs: int, seconds: float,
-            pairs: list[tuple[str, str]]) -> dict[str, Any]:
+def measure(
+    net: BenchNamespaces, targets: dict[str, Target], runs: int, seconds: float, pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
     """Each run measures every target once in each mode, in an order that rotates from run to run.
 
     Figures are medians over runs. Each ratio in `pairs` (numerator, denominator) is the median of
@@ -218,7 +262,7 @@ def measure(net: BenchNamespaces, targets: dict[str, Target], runs: int, seconds
     results: dict[str, dict[str, list]] = {mode: {name: [] for name in targets} for mode in MODES}
     names = list(targets)
     for run in range(runs):
-        order = names[run % len(names):] + names[: run % len(names)]
+        order = names[run % len(names) :] + names[: run % len(names)]
         for name in order:
             target = targets[name]
             process = target.start() if target.start else target.process
@@ -235,22 +279,36 @@ def measure(net: BenchNamespaces, targets: dict[str, Target], runs: int, seconds
             finally:
                 if target.start and process is not None:
                     net.stop(process)
-            print(f"  run {run + 1}/{runs} {name}: " + ", ".join(
-                f"{mode} {results[mode][name][-1]['rps']:,.0f} req/s "
-                f"{results[mode][name][-1]['cpu_us_per_request']} us/req" for mode in MODES), file=sys.stderr)
+            print(
+                f"  run {run + 1}/{runs} {name}: "
+                + ", ".join(
+                    f"{mode} {results[mode][name][-1]['rps']:,.0f} req/s "
+                    f"{results[mode][name][-1]['cpu_us_per_request']} us/req"
+                    for mode in MODES
+                ),
+                file=sys.stderr,
+            )
     measured: dict[str, Any] = {}
     for mode, per_name in results.items():
         measured[mode] = {name: summarize(per_name[name]) for name in names}
         for name in names:
-            measured[mode][name]["cpu_us_per_request"] = round(median(r["cpu_us_per_request"] for r in per_name[name]), 2)
+            measured[mode][name]["cpu_us_per_request"] = round(
+                median(r["cpu_us_per_request"] for r in per_name[name]), 2
+            )
         measured[mode]["ratios"] = {
-            f"{a}/{b}": round(median(x["rps"] / y["rps"] for x, y in zip(per_name[a], per_name[b])), 2)
+            f"{a}/{b}": round(median(x["rps"] / y["rps"] for x, y in zip(per_name[a], per_name[b], strict=False)), 2)
             for a, b in pairs
         }
         measured[mode]["cpu_ratios"] = {
-            f"{a}/{b}": round(median(x["cpu_us_per_request"] / y["cpu_us_per_request"]
-                                     for x, y in zip(per_name[a], per_name[b])), 2)
-            for a, b in pairs if targets[b].process or targets[b].start
+            f"{a}/{b}": round(
+                median(
+                    x["cpu_us_per_request"] / y["cpu_us_per_request"]
+                    for x, y in zip(per_name[a], per_name[b], strict=False)
+                ),
+                2,
+            )
+            for a, b in pairs
+            if targets[b].process or targets[b].start
         }
     return measured
 
@@ -276,16 +334,34 @@ def bench(runs: int = 3, seconds: float = 5, variants: list[str] | None = None) 
     cfg = rendered_config()
     with net:
         start_gateway(net)
-        wait_until(lambda: net.run("edge", ["curl", "-sf", "-o", "/dev/null", "--max-time", "1",
-                                            f"http://{GATEWAY}:{NODE_PORTS['status']}/healthz/ready"],
-                                   timeout=5).returncode == 0, 10, "gateway stand-in")
+        wait_until(
+            lambda: (
+                net.run(
+                    "edge",
+                    [
+                        "curl",
+                        "-sf",
+                        "-o",
+                        "/dev/null",
+                        "--max-time",
+                        "1",
+                        f"http://{GATEWAY}:{NODE_PORTS['status']}/healthz/ready",
+                    ],
+                    timeout=5,
+                ).returncode
+                == 0
+            ),
+            10,
+            "gateway stand-in",
+        )
         haproxy_url = f"http://{EDGE}/"
         if variants:
             # Tuning trials: the rendered config and each variant, one HAProxy at a time.
             targets = {"haproxy": Target(haproxy_url, start=lambda: start_haproxy(net, cfg, "rendered"))}
             for name in variants:
-                targets[f"haproxy+{name}"] = Target(haproxy_url, start=lambda name=name: start_haproxy(
-                    net, variant_config(cfg, name), name))
+                targets[f"haproxy+{name}"] = Target(
+                    haproxy_url, start=lambda name=name: start_haproxy(net, variant_config(cfg, name), name)
+                )
             pairs = [(f"haproxy+{name}", "haproxy") for name in variants]
         else:
             targets = {
@@ -295,10 +371,16 @@ def bench(runs: int = 3, seconds: float = 5, variants: list[str] | None = None) 
             }
             pairs = [("haproxy", "nginx-stream"), ("haproxy", "routed")]
         measured = measure(net, targets, runs, seconds, pairs)
-    measured["settings"] = {"runs": runs, "seconds": seconds, "wrk_threads": WRK_THREADS,
-                            "wrk_connections": WRK_CONNECTIONS, "cpus": os.cpu_count(),
-                            "haproxy": _version(["haproxy", "-v"]), "nginx": _version(["nginx", "-v"]),
-                            "variants": {v: VARIANTS[v] for v in variants or []}}
+    measured["settings"] = {
+        "runs": runs,
+        "seconds": seconds,
+        "wrk_threads": WRK_THREADS,
+        "wrk_connections": WRK_CONNECTIONS,
+        "cpus": os.cpu_count(),
+        "haproxy": _version(["haproxy", "-v"]),
+        "nginx": _version(["nginx", "-v"]),
+        "variants": {v: VARIANTS[v] for v in variants or []},
+    }
     return measured
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import statistics
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 _DURATION = re.compile(r"^([\d.]+)(us|ms|s|m|h)$")
@@ -65,7 +67,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain text table, columns left-aligned, numbers as given."""
     cells = [[str(c) for c in header], *[[_cell(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -83,7 +85,7 @@ def _cell(value: Any) -> str:
 def cpu_times(stat: str | None = None) -> tuple[int, int]:
     """(steal, total) jiffies of all CPUs from /proc/stat's first line (proc(5): user nice system
     idle iowait irq softirq steal; guest time is already inside user)."""
-    text = stat if stat is not None else open("/proc/stat").read()
+    text = stat if stat is not None else Path("/proc/stat").read_text()
     fields = [int(n) for n in text.splitlines()[0].split()[1:9]]
     return fields[7], sum(fields)
 

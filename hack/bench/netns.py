@@ -4,6 +4,7 @@ then the namespaces. Addresses are documentation ranges that exist only inside t
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -35,7 +36,7 @@ class BenchNamespaces:
     def address(self, role: str) -> str:
         return self.links[role][0]
 
-    def __enter__(self) -> "BenchNamespaces":
+    def __enter__(self) -> BenchNamespaces:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # One bench at a time: a second one would remove the first one's namespaces.
         self._lock = open(self.run_dir / "lock", "w")
@@ -83,10 +84,14 @@ class BenchNamespaces:
 
     def spawn(self, role: str, argv: list[str], log_name: str) -> subprocess.Popen:
         """A long-running process in a namespace; `ip netns exec` execs it, so the pid is its own."""
-        log = open(self.run_dir / log_name, "ab")
-        process = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv], stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.run_dir / log_name, "ab") as log:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(role), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
@@ -96,8 +101,13 @@ class BenchNamespaces:
             self.processes.remove(process)
 
     def run(self, role: str, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.ns(role), *argv], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, **(env or {})})
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(role), *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
 
     def _remove(self) -> None:
         existing = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
@@ -105,8 +115,10 @@ class BenchNamespaces:
             if ns not in existing:
                 continue
             # Only processes inside this bench's own namespaces, by pid.
-            pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                                   text=True).stdout.split()]
+            pids = [
+                int(p)
+                for p in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            ]
             for pid in pids:
                 _signal(pid, signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], check=False, timeout=10)
@@ -139,10 +151,8 @@ def wait_until(predicate, seconds: float, what: str) -> None:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _ip(*args: str) -> None:

@@ -30,8 +30,13 @@ LOAD_SECONDS = 110  # the bound of each load; stopped earlier, once its change i
 
 
 def pulumi(stack: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(["pulumi", *args, "--stack", stack, "--non-interactive"], cwd=REPO,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        ["pulumi", *args, "--stack", stack, "--non-interactive"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result
@@ -94,15 +99,22 @@ def bench(name: str = "lab", runs: int = 3) -> dict[str, Any]:
                         totals["failures"][kind] = totals["failures"].get(kind, 0) + n
                     totals["seconds"].append(round(seconds, 1))
                 results[label].append(totals)
-                print(f"  run {run + 1}/{runs} {CHANGES_PER_RUN} x {label}: {totals['failed']} of "
-                      f"{totals['requests']} failed {totals['failures'] or ''}", file=sys.stderr)
+                print(
+                    f"  run {run + 1}/{runs} {CHANGES_PER_RUN} x {label}: {totals['failed']} of "
+                    f"{totals['requests']} failed {totals['failures'] or ''}",
+                    file=sys.stderr,
+                )
     finally:
         if stack_file.read_text() != original:
             stack_file.write_text(original)
             pulumi(name, "up", "--yes", "--color", "never", "--suppress-progress")
     return {
-        label: {"failed": median(r["failed"] for r in rs), "requests": median(r["requests"] for r in rs),
-                "action_seconds": median(s for r in rs for s in r["seconds"]), "runs": rs}
+        label: {
+            "failed": median(r["failed"] for r in rs),
+            "requests": median(r["requests"] for r in rs),
+            "action_seconds": median(s for r in rs for s in r["seconds"]),
+            "runs": rs,
+        }
         for label, rs in results.items()
     } | {"changes_per_run": CHANGES_PER_RUN, "changed_key": CHANGED_KEY, "stack": name}
 
@@ -111,8 +123,15 @@ HEADER = ("action (x3, under load)", "failed requests", "of requests", "seconds 
 
 
 def rows(result: dict[str, Any]) -> list[list[Any]]:
-    return [[f"{CHANGES_PER_RUN} x {label}", result[label]["failed"], result[label]["requests"],
-             result[label]["action_seconds"]] for label in ("pulumi up", "restart")]
+    return [
+        [
+            f"{CHANGES_PER_RUN} x {label}",
+            result[label]["failed"],
+            result[label]["requests"],
+            result[label]["action_seconds"],
+        ]
+        for label in ("pulumi up", "restart")
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

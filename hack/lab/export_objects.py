@@ -50,8 +50,10 @@ def main(name: str) -> int:
     if not written:
         print(f"the lab's API server holds no {' or '.join(KINDS)}: is the stack up?", file=sys.stderr)
         return 1
-    print(f"exported {len(written)} objects from {lab.kubeconfig} to {lab.dir / 'kubernetes'}: "
-          + ", ".join(p.stem for p in written))
+    print(
+        f"exported {len(written)} objects from {lab.kubeconfig} to {lab.dir / 'kubernetes'}: "
+        + ", ".join(p.stem for p in written)
+    )
     return 0
 
 

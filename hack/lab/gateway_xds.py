@@ -36,8 +36,14 @@ def render(lab: Lab, stack: str) -> Path:
     """The stack's offline render (its objects and outputs, under Pulumi's mocks): what the
     expectations come from, live or offline."""
     out = REPO / "build" / lab.name / "render" / stack
-    subprocess.run([sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out)],
-                   cwd=REPO, check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return out
 
 
@@ -48,11 +54,23 @@ def ask(lab: Lab, stack: str, *, live: bool, render_dir: Path | None = None, tag
     render_dir = render_dir or render(lab, stack)
     facts = REPO / "build" / lab.name / ("live" if live else "offline") / (stack + tag) / "facts.json"
     facts.unlink(missing_ok=True)
-    argv = [str(GATEWAY_PREVIEW), "-render", str(render_dir), "-stack-file", str(REPO / f"Pulumi.{stack}.yaml"),
-            "-facts", str(facts), "-out", str(facts.with_name("listeners.json"))]
+    argv = [
+        str(GATEWAY_PREVIEW),
+        "-render",
+        str(render_dir),
+        "-stack-file",
+        str(REPO / f"Pulumi.{stack}.yaml"),
+        "-facts",
+        str(facts),
+        "-out",
+        str(facts.with_name("listeners.json")),
+    ]
     if live:
         control_plane = json.loads(lab.control_plane.read_text())
         argv += ["-xds", control_plane["istiod"]["grpc"], "-kubeconfig", str(lab.kubeconfig)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    return GatewayAnswer(returncode=result.returncode, output=result.stdout + result.stderr,
-                         facts=json.loads(facts.read_text()) if facts.exists() else {})
+    return GatewayAnswer(
+        returncode=result.returncode,
+        output=result.stdout + result.stderr,
+        facts=json.loads(facts.read_text()) if facts.exists() else {},
+    )

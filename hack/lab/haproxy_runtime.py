@@ -47,9 +47,14 @@ def server_states(socket_path: Path | str) -> list[ServerState]:
     text = runtime_command(socket_path, "show stat")
     rows = csv.DictReader(text.removeprefix("# ").splitlines())
     return [
-        ServerState(backend=row["pxname"], server=row["svname"], status=row["status"],
-                    # "* " marks a check in progress; the result shown is still the last one.
-                    check_status=row["check_status"].removeprefix("* "), check_code=row["check_code"])
+        ServerState(
+            backend=row["pxname"],
+            server=row["svname"],
+            status=row["status"],
+            # "* " marks a check in progress; the result shown is still the last one.
+            check_status=row["check_status"].removeprefix("* "),
+            check_code=row["check_code"],
+        )
         for row in rows
         if row.get("svname") not in (None, "FRONTEND", "BACKEND")
     ]

@@ -75,7 +75,7 @@ class Lab:
     """The gateway Service the stack installs: namespace, name and the NodePorts its config pins."""
 
     @classmethod
-    def load(cls, name: str = "lab") -> "Lab":
+    def load(cls, name: str = "lab") -> Lab:
         raw = json.loads((REPO / "build" / name / "lab.json").read_text())
         return cls(
             name=raw["name"],
@@ -89,8 +89,14 @@ class Lab:
             visitors=tuple(Visitor(**v) for v in raw["visitors"]),
             gateways=tuple(raw["gateways"]),
             hosts=tuple(
-                LabHost(name=h["name"], namespace=h["namespace"], address=h["address"], root=Path(h["root"]),
-                        pid_file=Path(h["pidFile"]), switch_port=h.get("switchPort"))
+                LabHost(
+                    name=h["name"],
+                    namespace=h["namespace"],
+                    address=h["address"],
+                    root=Path(h["root"]),
+                    pid_file=Path(h["pidFile"]),
+                    switch_port=h.get("switchPort"),
+                )
                 for h in raw.get("hosts", ())
             ),
             vip=raw.get("vip"),
@@ -104,9 +110,13 @@ class Lab:
         """The toolchain's kubectl against the lab's API server (input_json: an object on stdin)."""
         if self.kubeconfig is None:
             raise RuntimeError(f"lab {self.name} has no control plane (no kubeconfig in lab.json)")
-        return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), "--request-timeout=20s", *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              input=None if input_json is None else json.dumps(input_json))
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), "--request-timeout=20s", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=None if input_json is None else json.dumps(input_json),
+        )
 
     def cluster_objects(self) -> set[str]:
         """Every object the lab's API server holds, as `apiVersion Kind namespace/name`, apart from
@@ -148,9 +158,19 @@ class Lab:
     def host_log(self, identifier: str) -> str:
         """What one program (syslog identifier, e.g. sshd) logged on the HAProxy host, from its journal."""
         result = subprocess.run(
-            ["journalctl", "--root", str(self.host_path("/")), "--identifier", identifier,
-             "--output", "cat", "--no-pager"],
-            capture_output=True, text=True, timeout=30,
+            [
+                "journalctl",
+                "--root",
+                str(self.host_path("/")),
+                "--identifier",
+                identifier,
+                "--output",
+                "cat",
+                "--no-pager",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if result.returncode != 0:
             raise RuntimeError(f"journalctl failed: {result.stderr.strip()}")
@@ -159,10 +179,27 @@ class Lab:
     def ssh(self, command: str, timeout: float = 30, address: str | None = None) -> subprocess.CompletedProcess:
         """`command` on the first HAProxy host, or on the one at `address`."""
         return subprocess.run(
-            ["ssh", "-q", "-i", str(self.private_key_file), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-             "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={self.known_hosts_file}",
-             "-o", "StrictHostKeyChecking=yes", f"root@{address or self.edge_address}", command],
-            capture_output=True, text=True, timeout=timeout,
+            [
+                "ssh",
+                "-q",
+                "-i",
+                str(self.private_key_file),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                f"UserKnownHostsFile={self.known_hosts_file}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                f"root@{address or self.edge_address}",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def vip_holders(self) -> list[LabHost]:
@@ -181,8 +218,24 @@ class Lab:
             port = host.switch_port
             if not port:
                 raise RuntimeError(f"lab.json has no switch port for {host.name}: make lab-down and make lab again")
-            subprocess.run(["ip", "netns", "exec", port["namespace"], "bridge", "link", "set", "dev", port["name"],
-                            "mcast_flood", "on" if on else "off"], check=True, capture_output=True, timeout=10)
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    port["namespace"],
+                    "bridge",
+                    "link",
+                    "set",
+                    "dev",
+                    port["name"],
+                    "mcast_flood",
+                    "on" if on else "off",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=10,
+            )
 
     def units_active(self, host: LabHost, *units: str) -> list[str]:
         """`systemctl is-active` of each unit on one host, in order ("active", "inactive", ...)."""
@@ -230,13 +283,32 @@ class Lab:
             return f"error (curl exit {result.returncode})"
         return result.stdout.strip()
 
-    def start_load(self, visitor: Visitor, scheme: str = "http", seconds: float = 10,
-                   max_requests: int = 50_000, concurrency: int = 4) -> subprocess.Popen:
+    def start_load(
+        self,
+        visitor: Visitor,
+        scheme: str = "http",
+        seconds: float = 10,
+        max_requests: int = 50_000,
+        concurrency: int = 4,
+    ) -> subprocess.Popen:
         """A bounded load from a visitor: a new connection per request; stops by itself."""
-        argv = [sys.executable, str(LOAD_SCRIPT), "--url", visitor.url(scheme), "--expect", visitor.address,
-                "--seconds", str(seconds), "--max-requests", str(max_requests), "--concurrency", str(concurrency)]
-        return subprocess.Popen(["ip", "netns", "exec", visitor.namespace, *argv],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = [
+            sys.executable,
+            str(LOAD_SCRIPT),
+            "--url",
+            visitor.url(scheme),
+            "--expect",
+            visitor.address,
+            "--seconds",
+            str(seconds),
+            "--max-requests",
+            str(max_requests),
+            "--concurrency",
+            str(concurrency),
+        ]
+        return subprocess.Popen(
+            ["ip", "netns", "exec", visitor.namespace, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
 
 def load_result(process: subprocess.Popen, timeout: float) -> dict:
@@ -247,8 +319,7 @@ def load_result(process: subprocess.Popen, timeout: float) -> dict:
 
 
 def in_namespace(namespace: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True, timeout=timeout)
 
 
 def _namespace_pids(pid: int) -> list[int]:

@@ -57,7 +57,11 @@ def main() -> None:
                 response = conn.getresponse()
                 body = response.read().decode().strip()
                 conn.close()
-                outcome = "ok" if response.status == 200 and body == args.expect else f"wrong answer {response.status} {body!r}"
+                outcome = (
+                    "ok"
+                    if response.status == 200 and body == args.expect
+                    else f"wrong answer {response.status} {body!r}"
+                )
             except Exception as error:  # every failure is counted, by kind
                 outcome = type(error).__name__
             with lock:
@@ -71,8 +75,17 @@ def main() -> None:
         t.join()
     elapsed = time.monotonic() - started
     total = sum(counts.values())
-    print(json.dumps({"requests": total, "ok": counts["ok"], "failed": total - counts["ok"],
-                      "failures": {k: v for k, v in counts.items() if k != "ok"}, "seconds": round(elapsed, 2)}))
+    print(
+        json.dumps(
+            {
+                "requests": total,
+                "ok": counts["ok"],
+                "failed": total - counts["ok"],
+                "failures": {k: v for k, v in counts.items() if k != "ok"},
+                "seconds": round(elapsed, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,15 @@ from __future__ import annotations
 import sys
 import time
 
+from components.config import GATEWAY_SERVICE_PORTS
 from hack.lab import gateway_xds
 from hack.lab.labkit import Lab
-from components.config import GATEWAY_SERVICE_PORTS
 
 
 def _table(header: tuple, rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def hosts_proof(lab: Lab) -> int:
@@ -58,10 +58,20 @@ def node_port_rows(ports: list[dict], pinned: dict[str, int]) -> tuple[list[tupl
         role = role_of.get(port["port"])
         want = pinned.get(role)
         match = want is not None and port.get("nodePort") == want
-        rows.append((port.get("name", ""), port["port"], port.get("targetPort"), port.get("nodePort"), want,
-                     "yes" if match else "NO"))
+        rows.append(
+            (
+                port.get("name", ""),
+                port["port"],
+                port.get("targetPort"),
+                port.get("nodePort"),
+                want,
+                "yes" if match else "NO",
+            )
+        )
         if not match:
-            problems.append(f"port {port['port']} ({role or 'not ours'}) has NodePort {port.get('nodePort')}, pinned {want}")
+            problems.append(
+                f"port {port['port']} ({role or 'not ours'}) has NodePort {port.get('nodePort')}, pinned {want}"
+            )
     for role in sorted(set(pinned) - {role_of.get(p["port"]) for p in ports}):
         problems.append(f"no port for {role} (pinned NodePort {pinned[role]})")
     return rows, problems
@@ -72,8 +82,10 @@ def node_ports_proof(lab: Lab) -> int:
     service = lab.gateway_service
     found = lab.kube_json("service", "-n", service["namespace"], service["name"])
     rows, problems = node_port_rows(found["spec"]["ports"], service["nodePorts"])
-    print(f"gateway Service {service['namespace']}/{service['name']} ({found['spec']['type']}, "
-          f"externalTrafficPolicy {found['spec'].get('externalTrafficPolicy')}) in the lab's API server:")
+    print(
+        f"gateway Service {service['namespace']}/{service['name']} ({found['spec']['type']}, "
+        f"externalTrafficPolicy {found['spec'].get('externalTrafficPolicy')}) in the lab's API server:"
+    )
     _table(("port", "service port", "target port", "NodePort", "pinned", "match"), rows)
     for problem in problems:
         print(f"gateway Service: {problem}", file=sys.stderr)
@@ -94,16 +106,21 @@ def live_listener_rows(facts: dict) -> list[tuple]:
         strict = listener["allowRequestsWithoutProxyProtocol"] is False
         probes = [p for p in facts["probes"] if p["listener"] == listener["name"]]
         probes_ok = sum(p["allowed"] == p["wantAllowed"] and not p.get("error") for p in probes)
-        rows.append((
-            listener["name"], listener["frontend"],
-            f"{'first, once' if first_once else 'NO: ' + ' -> '.join(filters)}, {'strict' if strict else 'lenient'}"
-            + ("" if strict == want["strict"] else " (want the other)"),
-            f"{listener['xffNumTrustedHops']} (config {want['xffNumTrustedHops']})",
-            "= access.allow" if listener["remoteIpAllow"] == want["allow"] else f"NO: {listener['remoteIpAllow']}",
-            "= access.deny" if listener["remoteIpDeny"] == want["deny"] else f"NO: {listener['remoteIpDeny']}",
-            "= trustedPeers" if listener["directPeersOnly"] == want["trustedPeers"] else f"NO: {listener['directPeersOnly']}",
-            f"{probes_ok}/{len(probes)}",
-        ))
+        rows.append(
+            (
+                listener["name"],
+                listener["frontend"],
+                f"{'first, once' if first_once else 'NO: ' + ' -> '.join(filters)}, {'strict' if strict else 'lenient'}"
+                + ("" if strict == want["strict"] else " (want the other)"),
+                f"{listener['xffNumTrustedHops']} (config {want['xffNumTrustedHops']})",
+                "= access.allow" if listener["remoteIpAllow"] == want["allow"] else f"NO: {listener['remoteIpAllow']}",
+                "= access.deny" if listener["remoteIpDeny"] == want["deny"] else f"NO: {listener['remoteIpDeny']}",
+                "= trustedPeers"
+                if listener["directPeersOnly"] == want["trustedPeers"]
+                else f"NO: {listener['directPeersOnly']}",
+                f"{probes_ok}/{len(probes)}",
+            )
+        )
     return rows
 
 
@@ -115,10 +132,23 @@ def live_istiod_proof(lab: Lab) -> int:
         print(answer.output, file=sys.stderr)
         print("live istiod: no answer", file=sys.stderr)
         return 1
-    print(f"listeners the live istiod serves the gateway pods ({', '.join(answer.facts.get('pods') or [])}), "
-          "HAProxy-fronted:")
-    _table(("listener", "frontend", "proxy_protocol", "xff_num_trusted_hops", "remote_ip ALLOW", "remote_ip DENY",
-            "direct_remote_ip lock", "probes ok"), live_listener_rows(answer.facts))
+    print(
+        f"listeners the live istiod serves the gateway pods ({', '.join(answer.facts.get('pods') or [])}), "
+        "HAProxy-fronted:"
+    )
+    _table(
+        (
+            "listener",
+            "frontend",
+            "proxy_protocol",
+            "xff_num_trusted_hops",
+            "remote_ip ALLOW",
+            "remote_ip DENY",
+            "direct_remote_ip lock",
+            "probes ok",
+        ),
+        live_listener_rows(answer.facts),
+    )
     checks = [line for line in answer.output.splitlines() if line.startswith("check ")]
     print("; ".join(checks))
     if answer.returncode != 0:
@@ -141,8 +171,16 @@ def main(name: str) -> int:
     for visitor in lab.visitors:
         http = lab.seen_by_gateway(visitor, "http")
         https = lab.seen_by_gateway(visitor, "https")
-        rows.append((visitor.name, visitor.address, "VIP" if visitor.target == lab.vip else visitor.target, http, https,
-                     "yes" if http == visitor.address == https else "NO"))
+        rows.append(
+            (
+                visitor.name,
+                visitor.address,
+                "VIP" if visitor.target == lab.vip else visitor.target,
+                http,
+                https,
+                "yes" if http == visitor.address == https else "NO",
+            )
+        )
     _table(("visitor", "address", "to", "gateway saw (HTTP)", "gateway saw (HTTPS)", "match"), rows)
     mismatches = sum(row[-1] != "yes" for row in rows)
     if mismatches:

@@ -1,6 +1,7 @@
-# Lint layer: actionlint over .github/workflows and shellcheck over every shell file in the
-# repository (tests/lint). shellcheck comes from Debian (10-setup.mk); actionlint is built from
-# the Go module proxy into the cache, beside the toolchain but outside its cache key.
+# Lint layer: actionlint over .github/workflows, shellcheck over every shell file, ruff (lint and
+# format) over every Python file and mypy over the program (tests/lint). shellcheck comes from Debian
+# (10-setup.mk), ruff and mypy from hack/requirements-dev.txt; actionlint is built from the Go module
+# proxy into the cache, beside the toolchain but outside its cache key.
 ACTIONLINT_VERSION := $(shell sed -n 's/^ACTIONLINT_VERSION=//p' $(ROOT)/hack/toolchain/versions.env)
 ACTIONLINT_BIN := $(CACHE_DIR)/lint/actionlint-$(ACTIONLINT_VERSION)/bin
 ACTIONLINT := $(ACTIONLINT_BIN)/actionlint

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 VERSIONS_FILE = HERE / "versions.env"
@@ -79,8 +79,7 @@ class StepUnavailable(Exception):
 def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     """Run a go command; on failure raise with its output (the exact go error)."""
     full_env = dict(os.environ, **(env or {}))
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd, output=proc.stdout)
     return proc.stdout
@@ -92,9 +91,12 @@ def go_version() -> str:
 
 def module_download(module: str, version: str) -> dict:
     """`go mod download -json`; raises StepUnavailable with go's error when the proxy refuses."""
-    proc = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"],
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        text=True,
+        capture_output=True,
+        cwd=tempfile.gettempdir(),
+    )
     info = json.loads(proc.stdout) if proc.stdout.strip() else {}
     if proc.returncode != 0 or info.get("Error"):
         raise StepUnavailable(info.get("Error") or proc.stderr.strip())
@@ -127,8 +129,11 @@ def non_local_replaces(go_mod: Path) -> list[str]:
 def directory_replaces(go_mod: Path) -> list[tuple[str, str]]:
     """(module, directory) for each replace of a go.mod that points at a directory."""
     out = run(["go", "mod", "edit", "-json", str(go_mod)])
-    return [(r["Old"]["Path"], r["New"]["Path"]) for r in json.loads(out).get("Replace") or []
-            if not r["New"].get("Version")]
+    return [
+        (r["Old"]["Path"], r["New"]["Path"])
+        for r in json.loads(out).get("Replace") or []
+        if not r["New"].get("Version")
+    ]
 
 
 def selected_version(workdir: Path, module: str) -> str:
@@ -170,14 +175,12 @@ def build_pulumi_cli(v: dict[str, str]) -> Callable[[Path, Path], None]:
                 raise RuntimeError(f"wrapper selected {module}@{got}, expected {version}")
         # The Automation API checks the CLI's version; an unstamped build says v3.0.0-dev.
         ldflags = f"-X {PULUMI_SDK}/go/common/version.Version={version}"
-        run(["go", "build", "-o", str(out / "pulumi"), "-ldflags", ldflags,
-             f"{PULUMI_PKG}/cmd/pulumi"], cwd=work)
+        run(["go", "build", "-o", str(out / "pulumi"), "-ldflags", ldflags, f"{PULUMI_PKG}/cmd/pulumi"], cwd=work)
 
     return build
 
 
-def build_project_module(work: Path, out: Path, source: Path, binary: str, sdk_version: str,
-                         ldflags: str) -> Path:
+def build_project_module(work: Path, out: Path, source: Path, binary: str, sdk_version: str, ldflags: str) -> Path:
     """Build one of this repository's Go programs against sdk/v3 at the CLI's version."""
     shutil.copy(source, work / "main.go")
     (work / "go.mod").write_text(f"module source-ip-edge/toolchain/{source.parent.name}\n\ngo 1.26\n")
@@ -195,8 +198,9 @@ def build_language_python(v: dict[str, str]) -> Callable[[Path, Path], None]:
 
     def build(work: Path, out: Path) -> None:
         sdk = module_download(PULUMI_SDK, version)
-        build_project_module(work, out, LANGUAGE_HOST_SOURCE, "pulumi-language-python", version,
-                             f"-X main.version={v['PULUMI_VERSION']}")
+        build_project_module(
+            work, out, LANGUAGE_HOST_SOURCE, "pulumi-language-python", version, f"-X main.version={v['PULUMI_VERSION']}"
+        )
         # Upstream's runner script ships inside sdk/v3; the host looks for it beside itself.
         shim = out / "pulumi-language-python-exec"
         shutil.copy(Path(sdk["Dir"]) / "python" / "cmd" / "pulumi-language-python-exec", shim)
@@ -227,8 +231,19 @@ def build_kubernetes(v: dict[str, str]) -> Callable[[Path, Path], None]:
             if not (cmd_dir / embedded).is_file():
                 raise RuntimeError(f"generate.go did not write {embedded}")
         ldflags = f"-X {KUBERNETES_PROVIDER}/pkg/version.Version={plugin_version}"
-        run(["go", "build", "-o", str(out / "pulumi-resource-kubernetes"), "-ldflags", ldflags,
-             "./cmd/pulumi-resource-kubernetes"], cwd=src, env=mod_env)
+        run(
+            [
+                "go",
+                "build",
+                "-o",
+                str(out / "pulumi-resource-kubernetes"),
+                "-ldflags",
+                ldflags,
+                "./cmd/pulumi-resource-kubernetes",
+            ],
+            cwd=src,
+            env=mod_env,
+        )
 
     return build
 
@@ -242,16 +257,26 @@ def build_command(v: dict[str, str]) -> Callable[[Path, Path], None]:
             module_download(COMMAND_PROVIDER, module_version)
         except StepUnavailable as refused:
             # Not served: build the project's stand-in (docs/toolchain.md says what it covers).
-            log(f"command: upstream provider NOT AVAILABLE from the Go module proxy:\n    {refused}\n"
-                "    building the project's stand-in from hack/toolchain/command-provider")
+            log(
+                f"command: upstream provider NOT AVAILABLE from the Go module proxy:\n    {refused}\n"
+                "    building the project's stand-in from hack/toolchain/command-provider"
+            )
             (out / STAND_IN_MARKER).write_text(str(refused) + "\n")
-            build_project_module(work, out, COMMAND_STAND_IN_SOURCE, "pulumi-resource-command",
-                                 "v" + v["PULUMI_VERSION"], f"-X main.version={plugin_version}")
+            build_project_module(
+                work,
+                out,
+                COMMAND_STAND_IN_SOURCE,
+                "pulumi-resource-command",
+                "v" + v["PULUMI_VERSION"],
+                f"-X main.version={plugin_version}",
+            )
             return
         ldflags = f"-X {COMMAND_PROVIDER}/pkg/version.Version={plugin_version}"
-        run(["go", "install", "-ldflags", ldflags,
-             f"{COMMAND_PROVIDER}/cmd/pulumi-resource-command@{module_version}"],
-            cwd=work, env={"GOBIN": str(out)})
+        run(
+            ["go", "install", "-ldflags", ldflags, f"{COMMAND_PROVIDER}/cmd/pulumi-resource-command@{module_version}"],
+            cwd=work,
+            env={"GOBIN": str(out)},
+        )
 
     return build
 
@@ -265,14 +290,20 @@ def build_istio_command(v: dict[str, str], package: str) -> Callable[[Path, Path
         # build tags for every command, so the package archives are shared between them and
         # with the gateway xDS harness's build cache.
         ldflags = f"-X {ISTIO}/pkg/version.buildVersion={version}"
-        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/{package}@{version}"],
-            cwd=work, env={"GOBIN": str(out)})
+        run(["go", "install", "-ldflags", ldflags, f"{ISTIO}/{package}@{version}"], cwd=work, env={"GOBIN": str(out)})
 
     return build
 
 
-def build_wrapper(work: Path, name: str, requires: dict[str, str], replaces: dict[str, str],
-                  binaries: dict[str, str], out: Path, ldflags: str) -> None:
+def build_wrapper(
+    work: Path,
+    name: str,
+    requires: dict[str, str],
+    replaces: dict[str, str],
+    binaries: dict[str, str],
+    out: Path,
+    ldflags: str,
+) -> None:
     """A module that requires `requires`, swaps upstream's directory replaces for released
     modules (`replaces`, each pinned and checked), and builds `binaries` (name: package) into out."""
     (work / "go.mod").write_text(f"module source-ip-edge/toolchain/{name}\n\ngo 1.26\n")
@@ -282,9 +313,20 @@ def build_wrapper(work: Path, name: str, requires: dict[str, str], replaces: dic
     version = next(iter(requires.values()))
     run(["go", "get", "-tool", *(f"{pkg}@{version}" for pkg in binaries.values())], cwd=work)
     # Every required module, and every replaced one the build uses, at the pinned version.
-    graph = dict(line.split(" ", 1) for line in run(
-        ["go", "list", "-m", "-f", "{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}",
-         "all"], cwd=work).splitlines())
+    graph = dict(
+        line.split(" ", 1)
+        for line in run(
+            [
+                "go",
+                "list",
+                "-m",
+                "-f",
+                "{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}",
+                "all",
+            ],
+            cwd=work,
+        ).splitlines()
+    )
     for module, want in {**replaces, **requires}.items():
         got = graph.get(module)
         if got != want and (got is not None or module in requires):
@@ -300,8 +342,7 @@ def build_etcd(v: dict[str, str]) -> Callable[[Path, Path], None]:
         # etcd's main package is server/v3's root; its go.mod replaces the api, client/pkg,
         # client/v3 and pkg siblings by ../<dir>: use the released siblings of the same version.
         server = module_download(ETCD_SERVER, version)
-        siblings = {m: version for m, d in directory_replaces(Path(server["GoMod"]))
-                    if d.startswith("../")}
+        siblings = {m: version for m, d in directory_replaces(Path(server["GoMod"])) if d.startswith("../")}
         build_wrapper(work, "etcd", {ETCD_SERVER: version}, siblings, {"etcd": ETCD_SERVER}, out, "")
 
     return build
@@ -316,17 +357,19 @@ def build_kube_control_plane(v: dict[str, str]) -> Callable[[Path, Path], None]:
         # k8s.io/kubernetes replaces each k8s.io/<name> it requires (at v0.0.0) by
         # ./staging/src/k8s.io/<name>; those are published as k8s.io/<name> v0.<minor>.<patch>.
         kube = module_download(KUBE, version)
-        staging = {m: staging_version for m, d in directory_replaces(Path(kube["GoMod"]))
-                   if d.startswith("./staging/")}
+        staging = {m: staging_version for m, d in directory_replaces(Path(kube["GoMod"])) if d.startswith("./staging/")}
         if not staging:
             raise RuntimeError(f"{KUBE}@{version}: no ./staging replaces in its go.mod")
         # What `kube-apiserver --version` and /version report (kwokctl reads the former);
         # unstamped, component-base says v0.0.0-master.
         stamp = "k8s.io/component-base/version"
-        ldflags = (f"-X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} "
-                   f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean")
-        build_wrapper(work, "kube", {KUBE: version}, staging,
-                      {c: f"{KUBE}/cmd/{c}" for c in KUBE_CONTROL_PLANE}, out, ldflags)
+        ldflags = (
+            f"-X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} "
+            f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean"
+        )
+        build_wrapper(
+            work, "kube", {KUBE: version}, staging, {c: f"{KUBE}/cmd/{c}" for c in KUBE_CONTROL_PLANE}, out, ldflags
+        )
 
     return build
 
@@ -337,10 +380,14 @@ def build_kwok(v: dict[str, str]) -> Callable[[Path, Path], None]:
     def build(work: Path, out: Path) -> None:
         # No replaces. KubeVersion is kwokctl's default cluster version (upstream stamps it at
         # release): the release the control-plane step builds.
-        ldflags = (f"-X {KWOK}/pkg/consts.Version={v['KWOK_VERSION']} "
-                   f"-X {KWOK}/pkg/consts.KubeVersion={v['KUBE_VERSION']}")
-        run(["go", "install", "-ldflags", ldflags, f"{KWOK}/cmd/kwok@{version}",
-             f"{KWOK}/cmd/kwokctl@{version}"], cwd=work, env={"GOBIN": str(out)})
+        ldflags = (
+            f"-X {KWOK}/pkg/consts.Version={v['KWOK_VERSION']} -X {KWOK}/pkg/consts.KubeVersion={v['KUBE_VERSION']}"
+        )
+        run(
+            ["go", "install", "-ldflags", ldflags, f"{KWOK}/cmd/kwok@{version}", f"{KWOK}/cmd/kwokctl@{version}"],
+            cwd=work,
+            env={"GOBIN": str(out)},
+        )
 
     return build
 
@@ -351,8 +398,7 @@ def build_helm(v: dict[str, str]) -> Callable[[Path, Path], None]:
     def build(work: Path, out: Path) -> None:
         # No replaces. The stamp is what `helm version` reports (unstamped: a v3 dev version).
         ldflags = f"-X {HELM}/internal/version.version={version}"
-        run(["go", "install", "-ldflags", ldflags, f"{HELM}/cmd/helm@{version}"],
-            cwd=work, env={"GOBIN": str(out)})
+        run(["go", "install", "-ldflags", ldflags, f"{HELM}/cmd/helm@{version}"], cwd=work, env={"GOBIN": str(out)})
 
     return build
 
@@ -361,14 +407,22 @@ def external_pulumi(cache_root: Path) -> str | None:
     """A working `pulumi` already on PATH (not one of ours), e.g. from the official installer."""
     if os.environ.get("TOOLCHAIN_BUILD_PULUMI") == "1":
         return None
-    path_dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep)
-                 if d and not Path(d).resolve().is_relative_to(cache_root.resolve())]
+    path_dirs = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not Path(d).resolve().is_relative_to(cache_root.resolve())
+    ]
     found = shutil.which("pulumi", path=os.pathsep.join(path_dirs))
     if not found:
         return None
     try:
-        proc = subprocess.run([found, "version"], capture_output=True, text=True, timeout=30,
-                              env=dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true"))
+        proc = subprocess.run(
+            [found, "version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(os.environ, PULUMI_SKIP_UPDATE_CHECK="true"),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return found if proc.returncode == 0 else None
@@ -382,22 +436,53 @@ def plan(v: dict[str, str], go: str, use_external_pulumi: bool) -> list[Step]:
     steps = []
     if not use_external_pulumi:
         steps.append(Step("pulumi", ["pulumi"], [go, v["PULUMI_VERSION"]], build_pulumi_cli(v)))
-        steps.append(Step("language-python", ["pulumi-language-python", "pulumi-language-python-exec"],
-                          [go, v["PULUMI_VERSION"], file_digest(LANGUAGE_HOST_SOURCE)],
-                          build_language_python(v)))
-    steps.append(Step("kubernetes", ["pulumi-resource-kubernetes"],
-                      [go, v["KUBERNETES_PROVIDER_MODULE_VERSION"], v["KUBERNETES_VERSION"],
-                       v["KUBERNETES_SDK_MODULE_VERSION"]], build_kubernetes(v)))
-    steps.append(Step("command", ["pulumi-resource-command"],
-                      [go, v["COMMAND_PROVIDER_MODULE_VERSION"], v["COMMAND_VERSION"], v["PULUMI_VERSION"],
-                       file_digest(COMMAND_STAND_IN_SOURCE)], build_command(v)))
-    steps.append(Step("istioctl", ["istioctl"], [go, v["ISTIO_MODULE_VERSION"]], build_istio_command(v, "istioctl/cmd/istioctl")))
+        steps.append(
+            Step(
+                "language-python",
+                ["pulumi-language-python", "pulumi-language-python-exec"],
+                [go, v["PULUMI_VERSION"], file_digest(LANGUAGE_HOST_SOURCE)],
+                build_language_python(v),
+            )
+        )
+    steps.append(
+        Step(
+            "kubernetes",
+            ["pulumi-resource-kubernetes"],
+            [go, v["KUBERNETES_PROVIDER_MODULE_VERSION"], v["KUBERNETES_VERSION"], v["KUBERNETES_SDK_MODULE_VERSION"]],
+            build_kubernetes(v),
+        )
+    )
+    steps.append(
+        Step(
+            "command",
+            ["pulumi-resource-command"],
+            [
+                go,
+                v["COMMAND_PROVIDER_MODULE_VERSION"],
+                v["COMMAND_VERSION"],
+                v["PULUMI_VERSION"],
+                file_digest(COMMAND_STAND_IN_SOURCE),
+            ],
+            build_command(v),
+        )
+    )
+    steps.append(
+        Step("istioctl", ["istioctl"], [go, v["ISTIO_MODULE_VERSION"]], build_istio_command(v, "istioctl/cmd/istioctl"))
+    )
     # The lab's control plane (docs/toolchain.md). New steps only append: the keys above stay.
     steps.append(Step("etcd", ["etcd"], [go, v["ETCD_VERSION"]], build_etcd(v)))
-    steps.append(Step("kube-control-plane", list(KUBE_CONTROL_PLANE), [go, v["KUBE_VERSION"]],
-                      build_kube_control_plane(v)))
+    steps.append(
+        Step("kube-control-plane", list(KUBE_CONTROL_PLANE), [go, v["KUBE_VERSION"]], build_kube_control_plane(v))
+    )
     steps.append(Step("kwok", ["kwok", "kwokctl"], [go, v["KWOK_VERSION"], v["KUBE_VERSION"]], build_kwok(v)))
-    steps.append(Step("istiod", ["pilot-discovery"], [go, v["ISTIO_MODULE_VERSION"]], build_istio_command(v, "pilot/cmd/pilot-discovery")))
+    steps.append(
+        Step(
+            "istiod",
+            ["pilot-discovery"],
+            [go, v["ISTIO_MODULE_VERSION"]],
+            build_istio_command(v, "pilot/cmd/pilot-discovery"),
+        )
+    )
     steps.append(Step("helm", ["helm"], [go, v["HELM_VERSION"]], build_helm(v)))
     return steps
 
@@ -428,12 +513,11 @@ def run_step(step: Step, steps_dir: Path) -> tuple[Path | None, str | None]:
         shutil.rmtree(work, ignore_errors=True)
         return None, str(exc)
     except subprocess.CalledProcessError as exc:
-        log(f"{step.name}: FAILED after {time.monotonic() - started:.0f}s: {shlex.join(exc.cmd)}\n"
-            f"{exc.output}")
-        raise SystemExit(1)
+        log(f"{step.name}: FAILED after {time.monotonic() - started:.0f}s: {shlex.join(exc.cmd)}\n{exc.output}")
+        raise SystemExit(1) from None
     except RuntimeError as exc:
         log(f"{step.name}: FAILED after {time.monotonic() - started:.0f}s: {exc}")
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     seconds = time.monotonic() - started
     shutil.rmtree(done, ignore_errors=True)
     done.mkdir(parents=True)
@@ -446,8 +530,10 @@ def run_step(step: Step, steps_dir: Path) -> tuple[Path | None, str | None]:
 
 def report_gaps(manifest: dict) -> None:
     for name, reason in manifest.get("stand_ins", {}).items():
-        log(f"STAND-IN {name}: upstream not served ({reason.splitlines()[-1].strip()}); "
-            "using the project's stand-in, see docs/toolchain.md")
+        log(
+            f"STAND-IN {name}: upstream not served ({reason.splitlines()[-1].strip()}); "
+            "using the project's stand-in, see docs/toolchain.md"
+        )
     for name, reason in manifest["missing"].items():
         log(f"MISSING {name}: {reason.splitlines()[-1].strip()}")
 
@@ -498,8 +584,11 @@ def build_all(cache_dir: Path) -> Path:
             "external_pulumi": external,
             "steps": {s.name: f"{s.name}-{s.key}" for s in steps},
             "missing": missing,
-            "stand_ins": {name: (b / STAND_IN_MARKER).read_text().strip()
-                          for name, b in step_bins.items() if (b / STAND_IN_MARKER).is_file()},
+            "stand_ins": {
+                name: (b / STAND_IN_MARKER).read_text().strip()
+                for name, b in step_bins.items()
+                if (b / STAND_IN_MARKER).is_file()
+            },
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(toolchain_dir / key, ignore_errors=True)

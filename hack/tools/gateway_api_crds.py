@@ -20,7 +20,13 @@ from pathlib import Path
 from components.config import GATEWAY_API_VERSION
 
 MODULE = "sigs.k8s.io/gateway-api"
-PINNED_PATH = Path(__file__).resolve().parents[2] / "components" / "istio_mesh" / "pinned" / f"gateway-api-{GATEWAY_API_VERSION}-standard-install.yaml"
+PINNED_PATH = (
+    Path(__file__).resolve().parents[2]
+    / "components"
+    / "istio_mesh"
+    / "pinned"
+    / f"gateway-api-{GATEWAY_API_VERSION}-standard-install.yaml"
+)
 
 
 def module_dir(version: str = GATEWAY_API_VERSION) -> Path:
@@ -48,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     text = standard_install()
     if args.check:
         if not PINNED_PATH.exists() or PINNED_PATH.read_text() != text:
-            print(f"{PINNED_PATH.name} differs from {MODULE}@{GATEWAY_API_VERSION}: run make gateway-api-crds", file=sys.stderr)
+            print(
+                f"{PINNED_PATH.name} differs from {MODULE}@{GATEWAY_API_VERSION}: run make gateway-api-crds",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PINNED_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ STACK_NAME = "lab-test"
 
 def _lab_script(script: str, *args: str) -> None:
     env = dict(os.environ, LAB_NAME=LAB_NAME)
-    result = subprocess.run(["bash", str(REPO / "hack" / "lab" / script), *args], env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        ["bash", str(REPO / "hack" / "lab" / script), *args], env=env, capture_output=True, text=True, timeout=600
+    )
     if result.returncode != 0:
         raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
@@ -102,13 +103,20 @@ def edge():
         _lab_script("stack.sh", "prepare")  # creates the stack, sets the SSH key secret from stdin
         lab = Lab.load(LAB_NAME)
         # The kubernetes provider reads KUBECONFIG; the stack file names the lab's context in it.
-        stack = auto.select_stack(stack_name=STACK_NAME, work_dir=str(REPO),
-                                  opts=auto.LocalWorkspaceOptions(env_vars={"KUBECONFIG": str(lab.kubeconfig)}))
+        stack = auto.select_stack(
+            stack_name=STACK_NAME,
+            work_dir=str(REPO),
+            opts=auto.LocalWorkspaceOptions(env_vars={"KUBECONFIG": str(lab.kubeconfig)}),
+        )
         # Start with one gateway node; test_config_change adds the second.
         stack.remove_config("source-ip-edge:gateway.nodes[1]", path=True)
-        yield Edge(lab=lab, stack=stack, host_before=host_snapshot(lab),
-                   hosts_before={host.name: pair_host_snapshot(lab, host) for host in lab.hosts},
-                   cluster_before=lab.cluster_objects())
+        yield Edge(
+            lab=lab,
+            stack=stack,
+            host_before=host_snapshot(lab),
+            hosts_before={host.name: pair_host_snapshot(lab, host) for host in lab.hosts},
+            cluster_before=lab.cluster_objects(),
+        )
     finally:
         try:
             if stack is not None:
@@ -138,7 +146,8 @@ def host_snapshot(lab: Lab) -> str:
 PAIR_HOST_SNAPSHOT = (
     "dpkg-query -W -f '${db:Status-Status} ${binary:Package} ${Version}\\n' | grep '^installed ' | sort; "
     "systemctl is-enabled haproxy keepalived 2>&1 || true; systemctl is-active haproxy keepalived 2>&1 || true; "
-    "ls -la /etc/haproxy /etc/keepalived /var/lib/source-ip-edge 2>&1 || true; ip -o -4 addr show | grep -v ' lo ' || true"
+    "ls -la /etc/haproxy /etc/keepalived /var/lib/source-ip-edge 2>&1 || true; ip -o -4 addr show | "
+    "grep -v ' lo ' || true"
 )
 
 
@@ -152,7 +161,8 @@ def pair_host_snapshot(lab: Lab, host) -> str:
 # Release's delete) leaves them, as Istio documents; deleting them would delete every Istio object
 # of the cluster, other users' too. The API server keeps an APIService per CRD group version.
 KEPT_BY_HELM = re.compile(
-    r"^apiextensions\.k8s\.io/v1 CustomResourceDefinition /[a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
+    r"^apiextensions\.k8s\.io/v1 CustomResourceDefinition"
+    r" /[a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
     r"|^apiregistration\.k8s\.io/v1 APIService /v[0-9a-z]+\.(networking|security|telemetry|extensions)\.istio\.io$"
 )
 # What the running istiod wrote itself, which no chart and no stack object owns, so Helm and Pulumi
@@ -182,8 +192,12 @@ def shared_texts(edge: Edge) -> dict[str, str]:
         "logs of the runs": "\n".join(edge.logs),
         # `pulumi stack export` as a user would share it (the Automation API's export shows secrets).
         "exported state": subprocess.run(
-            ["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=REPO,
-            capture_output=True, text=True, check=True, timeout=60,
+            ["pulumi", "stack", "export", "--stack", STACK_NAME],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout,
         "outputs": str({k: v.value for k, v in edge.stack.outputs().items()}),
         f"Pulumi.{STACK_NAME}.yaml": (REPO / f"Pulumi.{STACK_NAME}.yaml").read_text(),
@@ -194,5 +208,5 @@ def backend_files(stack_name: str) -> list[Path]:
     """The file backend's files for one stack (state, backups, history)."""
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     assert url.startswith("file://"), f"the lab tests use a file backend, not {url!r}"
-    root = Path(url[len("file://"):]).expanduser() / ".pulumi"
+    root = Path(url[len("file://") :]).expanduser() / ".pulumi"
     return [p for p in root.rglob("*") if p.is_file() and stack_name in p.name]

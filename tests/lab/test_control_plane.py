@@ -8,6 +8,7 @@ control plane is touched. Every wait is bounded; the finalizer runs `down` and c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,8 +20,18 @@ import pytest
 
 from hack.lab.labkit import REPO
 
-BINARIES = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwokctl",
-            "kubectl", "istioctl", "pilot-discovery", "helm"]
+BINARIES = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kwokctl",
+    "kubectl",
+    "istioctl",
+    "pilot-discovery",
+    "helm",
+]
 CP_NS = "sietc-cp"
 CP_NET = "198.18.12"
 GATEWAYS = {"lab-node-1": "192.0.2.50", "lab-node-2": "192.0.2.51"}  # hack/lab/common.sh GATEWAY1/2
@@ -34,8 +45,13 @@ def pinned(key: str) -> str:
 
 
 def script(env: dict[str, str], action: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "hack" / "lab" / "control-plane.sh"), action], env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["bash", str(REPO / "hack" / "lab" / "control-plane.sh"), action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def processes_with(text: str) -> list[int]:
@@ -91,10 +107,16 @@ def control_plane():
     yield from control_plane_instance(CP_NS, CP_NET, "lab")
 
 
-def kubectl(cp: dict, *args: str, timeout: int = 60, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess | str:
-    proc = subprocess.run(["kubectl", "--kubeconfig", cp["kubeconfig"], "--request-timeout=20s", *args],
-                          capture_output=True, text=True, timeout=timeout, input=stdin)
+def kubectl(
+    cp: dict, *args: str, timeout: int = 60, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess | str:
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", cp["kubeconfig"], "--request-timeout=20s", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+    )
     if not check:
         return proc
     assert proc.returncode == 0, f"kubectl {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
@@ -118,13 +140,17 @@ spec:
 def test_every_component_runs_as_a_process_of_its_own(control_plane) -> None:
     commands = set()
     for pid in control_plane["pidsWhileUp"]:
-        try:
+        with contextlib.suppress(OSError):
             commands.add(Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()).name)
-        except OSError:
-            pass
     # kwokctl runs kwok through a link named kwok-controller; `ip netns exec` execs istiod.
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller",
-            "pilot-discovery"} <= commands, commands
+    assert {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok-controller",
+        "pilot-discovery",
+    } <= commands, commands
 
 
 def test_the_api_server_is_the_pinned_release_reached_from_the_root_namespace(control_plane) -> None:
@@ -139,8 +165,9 @@ def test_kwok_nodes_are_ready_with_the_gateway_stand_ins_addresses(control_plane
     for node in nodes:
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", node["metadata"]["name"]
-        found[node["metadata"]["name"]] = [a["address"] for a in node["status"]["addresses"]
-                                           if a["type"] == "InternalIP"]
+        found[node["metadata"]["name"]] = [
+            a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"
+        ]
     assert found == {name: [addr] for name, addr in GATEWAYS.items()}
 
 
@@ -160,8 +187,12 @@ def test_istiod_is_ready_and_sees_the_api_servers_services(control_plane) -> Non
     deadline = time.monotonic() + 60
     body = ""
     while time.monotonic() < deadline:
-        proc = subprocess.run(["ip", "netns", "exec", CP_NS, "curl", "-sf", "--max-time", "5",
-                               "http://127.0.0.1:8080/debug/registryz"], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", CP_NS, "curl", "-sf", "--max-time", "5", "http://127.0.0.1:8080/debug/registryz"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         body = proc.stdout
         if "probe-svc.default.svc.cluster.local" in body:
             break
@@ -180,8 +211,9 @@ def test_istios_validation_webhook_is_answered_by_the_real_istiod(control_plane)
     # istiod turns the webhook fail-closed once it saw its own probe rejected: wait for that.
     deadline = time.monotonic() + 60
     while True:
-        proc = kubectl(control_plane, "apply", "-f", "-", stdin=authorization_policy("bad-cidr", "10.0.0.0/33"),
-                       check=False)
+        proc = kubectl(
+            control_plane, "apply", "-f", "-", stdin=authorization_policy("bad-cidr", "10.0.0.0/33"), check=False
+        )
         if proc.returncode != 0 or time.monotonic() > deadline:
             break
         kubectl(control_plane, "-n", "istio-system", "delete", "authorizationpolicy", "bad-cidr")
@@ -196,7 +228,12 @@ def test_gateway_pods_get_their_proxy_from_the_real_injector(control_plane) -> N
     # The gateway chart's pods ask for the `gateway` injection template; without a reachable
     # injector (failurePolicy Fail) their ReplicaSet could not create them at all.
     kubectl(control_plane, "create", "namespace", "gw-probe")
-    kubectl(control_plane, "apply", "-f", "-", stdin="""\
+    kubectl(
+        control_plane,
+        "apply",
+        "-f",
+        "-",
+        stdin="""\
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: gateway, namespace: gw-probe}
@@ -210,7 +247,8 @@ spec:
     spec:
       containers:
       - {name: istio-proxy, image: auto}
-""")
+""",
+    )
     kubectl(control_plane, "-n", "gw-probe", "rollout", "status", "deployment/gateway", "--timeout=90s", timeout=120)
     pod = json.loads(kubectl(control_plane, "-n", "gw-probe", "get", "pods", "-o", "json"))["items"][0]
     proxy = pod["spec"]["containers"][0]
@@ -219,8 +257,12 @@ spec:
 
 
 def test_istios_charts_are_served_as_a_helm_repository(control_plane) -> None:
-    index = subprocess.run(["curl", "-sf", "--max-time", "10", f"{control_plane['chartRepository']}/index.yaml"],
-                           capture_output=True, text=True, timeout=30)
+    index = subprocess.run(
+        ["curl", "-sf", "--max-time", "10", f"{control_plane['chartRepository']}/index.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert index.returncode == 0
     version = control_plane["chartVersion"]
     assert version.endswith("-dev." + pinned("ISTIO_MODULE_VERSION").rsplit("-", 1)[1])
@@ -230,8 +272,13 @@ def test_istios_charts_are_served_as_a_helm_repository(control_plane) -> None:
 
 def helm_for(cp: dict, home: Path):
     """helm against the instance's API server, its own config and cache under home."""
-    env = dict(os.environ, KUBECONFIG=cp["kubeconfig"], HELM_CACHE_HOME=str(home),
-               HELM_CONFIG_HOME=str(home), HELM_DATA_HOME=str(home))
+    env = dict(
+        os.environ,
+        KUBECONFIG=cp["kubeconfig"],
+        HELM_CACHE_HOME=str(home),
+        HELM_CONFIG_HOME=str(home),
+        HELM_DATA_HOME=str(home),
+    )
 
     def helm(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["helm", *args], env=env, capture_output=True, text=True, timeout=360)
@@ -243,12 +290,26 @@ def test_the_gateway_chart_installs_from_the_lab_repository_and_helm_waits_it_re
     # Helm's --wait, as helm.v3.Release awaits: the Deployment's pod needs the real injector
     # (the gateway chart's pods carry only a placeholder container) and kwok to become Ready.
     helm = helm_for(control_plane, tmp_path / "helm")
-    install = helm("install", "probe-gateway", "gateway", "--repo", control_plane["chartRepository"],
-                   "--version", control_plane["chartVersion"], "--namespace", "istio-system",
-                   "--set", "service.type=NodePort", "--wait", "--timeout", "120s")
+    install = helm(
+        "install",
+        "probe-gateway",
+        "gateway",
+        "--repo",
+        control_plane["chartRepository"],
+        "--version",
+        control_plane["chartVersion"],
+        "--namespace",
+        "istio-system",
+        "--set",
+        "service.type=NodePort",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     assert install.returncode == 0, install.stdout + install.stderr
-    pods = json.loads(kubectl(control_plane, "-n", "istio-system", "get", "pods", "-l", "app=probe-gateway",
-                              "-o", "json"))["items"]
+    pods = json.loads(
+        kubectl(control_plane, "-n", "istio-system", "get", "pods", "-l", "app=probe-gateway", "-o", "json")
+    )["items"]
     assert len(pods) == 1 and pods[0]["spec"]["containers"][0]["image"] != "auto"
     uninstall = helm("uninstall", "probe-gateway", "--namespace", "istio-system", "--wait", "--timeout", "60s")
     assert uninstall.returncode == 0, uninstall.stdout + uninstall.stderr

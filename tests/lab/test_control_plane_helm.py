@@ -27,8 +27,9 @@ def istiod_pid(cp: dict) -> int | None:
 
 
 def running(pid: int | None) -> bool:
-    return pid is not None and Path(f"/proc/{pid}").is_dir() and \
-        "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    return (
+        pid is not None and Path(f"/proc/{pid}").is_dir() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    )
 
 
 def test_base_istiod_gateway_install_awaited_and_uninstall_in_reverse(stack_control_plane, tmp_path) -> None:
@@ -38,13 +39,27 @@ def test_base_istiod_gateway_install_awaited_and_uninstall_in_reverse(stack_cont
 
     for release, chart in RELEASES:
         extra = ["--set", "service.type=NodePort"] if chart == "gateway" else []
-        install = helm("install", release, chart, "--repo", cp["chartRepository"], "--version", cp["chartVersion"],
-                       "--namespace", "istio-system", *extra, "--wait", "--timeout", "300s")
+        install = helm(
+            "install",
+            release,
+            chart,
+            "--repo",
+            cp["chartRepository"],
+            "--version",
+            cp["chartVersion"],
+            "--namespace",
+            "istio-system",
+            *extra,
+            "--wait",
+            "--timeout",
+            "300s",
+        )
         assert install.returncode == 0, f"helm install {release}:\n{install.stdout}{install.stderr}"
 
     assert running(istiod_pid(cp)), "the bridge did not start istiod for the istiod chart's pod"
-    gateway = json.loads(kubectl(cp, "-n", "istio-system", "get", "pods", "-l", "app=istio-ingressgateway",
-                                 "-o", "json"))["items"]
+    gateway = json.loads(
+        kubectl(cp, "-n", "istio-system", "get", "pods", "-l", "app=istio-ingressgateway", "-o", "json")
+    )["items"]
     assert len(gateway) == 1 and "proxyv2" in gateway[0]["spec"]["containers"][0]["image"]
 
     # Unlabelled objects are validated too: the base chart's istiod-default-validator. Once
@@ -58,8 +73,9 @@ spec:
   - from:
     - source: {remoteIpBlocks: ["10.0.0.0/33"]}
 """
-    refused = wait_until(lambda: kubectl(cp, "apply", "--dry-run=server", "-f", "-", stdin=bad,
-                                         check=False).returncode != 0, 60)
+    refused = wait_until(
+        lambda: kubectl(cp, "apply", "--dry-run=server", "-f", "-", stdin=bad, check=False).returncode != 0, 60
+    )
     proc = kubectl(cp, "apply", "--dry-run=server", "-f", "-", stdin=bad, check=False)
     assert refused and 'admission webhook "validation.istio.io" denied the request' in proc.stderr, proc.stderr
 

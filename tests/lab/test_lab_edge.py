@@ -19,10 +19,17 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
+from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET
 from hack.lab.haproxy_runtime import runtime_command, wait_until_checked
 from hack.lab.labkit import load_result
-from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET
-from tests.lab.conftest import STACK_NAME, assert_visitors_arrive, backend_files, cluster_left_after_destroy, host_snapshot, shared_texts
+from tests.lab.conftest import (
+    STACK_NAME,
+    assert_visitors_arrive,
+    backend_files,
+    cluster_left_after_destroy,
+    host_snapshot,
+    shared_texts,
+)
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 ORIGINAL = "/etc/haproxy/haproxy.cfg.source-ip-edge.orig"
@@ -54,8 +61,14 @@ AUTHORIZATION_POLICY = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
 
 
 def _state_resources() -> list[dict]:
-    exported = subprocess.run(["pulumi", "stack", "export", "--stack", STACK_NAME], cwd=Path(__file__).parents[2],
-                              capture_output=True, text=True, check=True, timeout=60).stdout
+    exported = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", STACK_NAME],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return json.loads(exported)["deployment"]["resources"]
 
 
@@ -70,11 +83,17 @@ def test_state_holds_three_awaited_helm_releases_and_our_istio_objects_in_the_re
     filters = [r for r in resources if r["type"] == ENVOY_FILTER]
     policies = [r for r in resources if r["type"] == AUTHORIZATION_POLICY]
     assert "istio-ingressgateway-proxy-protocol" in {r["outputs"]["metadata"]["name"] for r in filters}
-    assert {r["outputs"]["metadata"]["name"] for r in policies} == {"istio-ingressgateway-source-ip-allow", "istio-ingressgateway-source-ip-deny"}
+    assert {r["outputs"]["metadata"]["name"] for r in policies} == {
+        "istio-ingressgateway-source-ip-allow",
+        "istio-ingressgateway-source-ip-deny",
+    }
     # Applied to the lab's API server, not rendered to a folder.
     providers = [r for r in resources if r["type"] == "pulumi:providers:kubernetes"]
     assert providers and not any(p["inputs"].get("renderYamlToDirectory") for p in providers)
-    for kind, found in (("envoyfilters.networking.istio.io", filters), ("authorizationpolicies.security.istio.io", policies)):
+    for kind, found in (
+        ("envoyfilters.networking.istio.io", filters),
+        ("authorizationpolicies.security.istio.io", policies),
+    ):
         in_cluster = edge.lab.kube_json(kind, "-n", "istio-system")["items"]
         assert {o["metadata"]["uid"] for o in in_cluster} == {r["outputs"]["metadata"]["uid"] for r in found}, kind
     # The gateway's pods exist and carry istiod's proxy: the injection webhook of the real istiod ran.
@@ -178,12 +197,14 @@ HANG_RELOAD = "/run/systemd/system/haproxy.service.d/lab-hang-reload.conf"
 
 def _loaded_identity(edge) -> str:
     info = runtime_command(edge.lab.host_path(ADMIN_SOCKET), "show info")
-    return next((l.split(": ", 1)[1] for l in info.splitlines() if l.startswith("description: ")), "")
+    return next((line.split(": ", 1)[1] for line in info.splitlines() if line.startswith("description: ")), "")
 
 
 def _file_identity(edge) -> str:
     text = edge.lab.host_path(CONFIG).read_text()
-    return next(l.split("description ", 1)[1] for l in text.splitlines() if l.strip().startswith("description "))
+    return next(
+        line.split("description ", 1)[1] for line in text.splitlines() if line.strip().startswith("description ")
+    )
 
 
 def _apply_shells(edge) -> list[int]:
@@ -211,7 +232,10 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
     # Debian's reload is made to hang (a runtime drop-in on the lab host), the apply is killed
     # once the new file is in place, then the next `pulumi up` must load it.
     before = _loaded_identity(edge)
-    hang = f"mkdir -p {Path(HANG_RELOAD).parent} && printf '[Service]\\nExecReload=\\nExecReload=/bin/sleep 600\\n' > {HANG_RELOAD} && systemctl daemon-reload"
+    hang = (
+        f"mkdir -p {Path(HANG_RELOAD).parent} && printf '[Service]\\nExecReload=\\nExecReload=/bin/sleep 600\\n' "
+        f"> {HANG_RELOAD} && systemctl daemon-reload"
+    )
     assert edge.lab.ssh(hang).returncode == 0
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("source"), path=True)
     outcome: dict = {}
@@ -231,7 +255,9 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
             os.kill(pid, signal.SIGKILL)  # the command dies as with a dropped SSH session
     finally:
         # The hanging reload job goes too (its client waits for it), then the update ends.
-        edge.lab.ssh(f"rm -f {HANG_RELOAD}; systemctl daemon-reload; systemctl kill --kill-whom=control haproxy || true")
+        edge.lab.ssh(
+            f"rm -f {HANG_RELOAD}; systemctl daemon-reload; systemctl kill --kill-whom=control haproxy || true"
+        )
         runner.join(timeout=300)
     assert not runner.is_alive()
     assert outcome.get("error") is not None, "the cut update fails"
@@ -287,7 +313,9 @@ def test_another_stack_reads_the_outputs_through_a_stack_reference(edge) -> None
 
     with tempfile.TemporaryDirectory() as work_dir:
         stack = auto.create_or_select_stack(
-            stack_name=f"{STACK_NAME}-consumer", project_name="source-ip-edge-consumer", program=consumer,
+            stack_name=f"{STACK_NAME}-consumer",
+            project_name="source-ip-edge-consumer",
+            program=consumer,
             opts=auto.LocalWorkspaceOptions(work_dir=work_dir),
         )
         try:
@@ -301,8 +329,7 @@ def test_another_stack_reads_the_outputs_through_a_stack_reference(edge) -> None
 
 def test_private_key_and_passphrase_appear_nowhere_in_plain_text(edge) -> None:
     key_lines = [
-        line for line in edge.lab.private_key_file.read_text().splitlines()
-        if line and not line.startswith("-----")
+        line for line in edge.lab.private_key_file.read_text().splitlines() if line and not line.startswith("-----")
     ]
     assert key_lines
     secrets = key_lines[:]
@@ -345,8 +372,10 @@ def test_destroy_leaves_the_api_server_as_before_apart_from_istios_kept_crds(edg
     # keep), and what istiod wrote itself while it ran is no chart's and no stack's object
     # (conftest.WRITTEN_BY_ISTIOD); every object the stack and its charts made is gone.
     kept, by_istiod, left = cluster_left_after_destroy(edge)
-    print(f"after destroy: {len(kept)} kept by Helm (Istio's CRDs and their APIServices), "
-          f"{len(by_istiod)} written by istiod: {sorted(by_istiod)}")
+    print(
+        f"after destroy: {len(kept)} kept by Helm (Istio's CRDs and their APIServices), "
+        f"{len(by_istiod)} written by istiod: {sorted(by_istiod)}"
+    )
     assert left == set(), f"left in the API server after destroy: {sorted(left)}"
     assert any("envoyfilters.networking.istio.io" in obj for obj in kept), sorted(kept)
     assert edge.lab.kube_json("validatingwebhookconfigurations,mutatingwebhookconfigurations")["items"] == []

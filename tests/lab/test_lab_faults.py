@@ -27,8 +27,9 @@ def _configs(edge) -> list[str]:
 
 def _running_identity(lab, host) -> str:
     """The config identity the host's running haproxy reports through its runtime API."""
-    return lab.ssh("echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description",
-                   address=host.address).stdout
+    return lab.ssh(
+        "echo 'show info' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock | grep ^description", address=host.address
+    ).stdout
 
 
 def test_the_edge_is_up_for_the_fault_tests(edge) -> None:
@@ -50,7 +51,7 @@ def test_haproxy_killed_on_a_host_is_back_and_the_next_up_changes_nothing(edge) 
         old = lab.ssh("cat /run/haproxy.pid", address=host.address).stdout.strip()
         assert lab.ssh("kill -KILL $(cat /run/haproxy.pid)", address=host.address).returncode == 0
         # Debian's unit: Restart=always.
-        wait_until(lambda: _restarted(lab, host, old), 30, interval=0.2)
+        assert wait_until(lambda host=host, old=old: _restarted(lab, host, old), 30, interval=0.2), host
         assert lab.units_active(host, "haproxy") == ["active"], host
     assert_visitors_arrive(edge.lab, ("http",))
     before = _configs(edge)
@@ -123,8 +124,23 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
         # After fall x inter (plus one check interval) HAProxy sends nowhere else but the live node.
         after = load_result(lab.start_load(visitor, "http", seconds=8, max_requests=100_000, concurrency=3), timeout=60)
     finally:
-        subprocess.run(["ip", "netns", "exec", gateway["namespace"], "nginx", "-q", "-c", str(conf),
-                        "-p", str(conf.parent), "-e", str(conf.parent / "error.log")], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                gateway["namespace"],
+                "nginx",
+                "-q",
+                "-c",
+                str(conf),
+                "-p",
+                str(conf.parent),
+                "-e",
+                str(conf.parent / "error.log"),
+            ],
+            check=True,
+        )
     print(f"gateway node down under load: while the check notices {during}, after {after}")
     assert after["requests"] > 50 and after["failed"] == 0, after
     wait_until(lambda: _visitors_arrive(edge), 30, interval=1)
@@ -135,8 +151,11 @@ def test_a_gateway_node_down_under_load_is_taken_out_by_the_check(edge) -> None:
 def _gateway_down_on_every_host(edge, address: str) -> bool:
     stat = "echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock"
     return all(
-        all(line.split(",")[17] == "DOWN" for line in edge.lab.ssh(stat, address=host.address).stdout.splitlines()
-            if line.split(",")[1:2] == [f"node-{address}"])
+        all(
+            line.split(",")[17] == "DOWN"
+            for line in edge.lab.ssh(stat, address=host.address).stdout.splitlines()
+            if line.split(",")[1:2] == [f"node-{address}"]
+        )
         for host in edge.lab.hosts
     )
 
@@ -152,7 +171,9 @@ def test_an_unreachable_gateway_node_stays_out_across_a_pulumi_up_under_load(edg
     visitor = lab.visitors[0]
     # The node takes the SYNs and never answers: its replies to the HAProxy hosts are discarded
     # (blackhole routes in its namespace), as a node that is off or whose kube-proxy drops them.
-    blackholes = [["ip", "-n", gateway["namespace"], "route", "add", "blackhole", f"{host.address}/32"] for host in lab.hosts]
+    blackholes = [
+        ["ip", "-n", gateway["namespace"], "route", "add", "blackhole", f"{host.address}/32"] for host in lab.hosts
+    ]
     for route in blackholes:
         subprocess.run(route, check=True)
     try:
@@ -193,8 +214,11 @@ def test_a_full_disk_during_an_apply_leaves_the_live_config_running(edge) -> Non
     before = _configs(edge)
     running = _running_identity(lab, host)
     # /etc/haproxy on a full 1 MiB tmpfs holding the same files: the staging copy cannot be written.
-    fill = ("cp -a /etc/haproxy /run/lab-haproxy-etc && mount -t tmpfs -o size=1m tmpfs /etc/haproxy"
-            " && cp -a /run/lab-haproxy-etc/. /etc/haproxy/ && { dd if=/dev/zero of=/etc/haproxy/.fill bs=4k 2>/dev/null || true; }")
+    fill = (
+        "cp -a /etc/haproxy /run/lab-haproxy-etc && mount -t tmpfs -o size=1m tmpfs /etc/haproxy"
+        " && cp -a /run/lab-haproxy-etc/. /etc/haproxy/ && { dd if=/dev/zero of=/etc/haproxy/.fill "
+        "bs=4k 2>/dev/null || true; }"
+    )
     assert lab.ssh(fill, address=host.address).returncode == 0
     edge.stack.set_config("source-ip-edge:haproxy.balance", auto.ConfigValue("first"), path=True)
     try:

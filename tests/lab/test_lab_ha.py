@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from pulumi import automation as auto
@@ -86,7 +86,9 @@ def test_metrics_answer_with_haproxy_families_and_count_the_labs_traffic(edge) -
     stats = lab.metrics(holder, path="/stats;csv")
     assert stats.startswith("# pxname,svname") and "gateway_http" in stats
     # Loopback only: the metrics listener does not answer on the host's own address.
-    result = in_namespace(visitor.namespace, ["curl", "-s", "--max-time", "2", f"http://{lab.vip}:8404/metrics"], timeout=10)
+    result = in_namespace(
+        visitor.namespace, ["curl", "-s", "--max-time", "2", f"http://{lab.vip}:8404/metrics"], timeout=10
+    )
     assert result.returncode != 0
 
 
@@ -120,20 +122,30 @@ def _failover(edge, stop: Callable[[LabHost], None], restore: Callable[[LabHost]
         counts = load_result(load, timeout=60)
         restore(holder)
     new_holders = lab.vip_holders()
-    return {"from": holder.name, "to": [h.name for h in new_holders], "stop_took_s": round(stopped, 2),
-            "vip_moved_s": moved, "new_connections_ok_after_s": recovered, "load": counts}
+    return {
+        "from": holder.name,
+        "to": [h.name for h in new_holders],
+        "stop_took_s": round(stopped, 2),
+        "vip_moved_s": moved,
+        "new_connections_ok_after_s": recovered,
+        "load": counts,
+    }
 
 
 def _on_host(lab, command: str) -> Callable[[LabHost], None]:
     """`command` over SSH on the host it is given; it must succeed."""
+
     def run(host: LabHost) -> None:
         result = lab.ssh(command, address=host.address)
         assert result.returncode == 0, (host.name, command, result.stderr)
+
     return run
 
 
 def test_stopping_haproxy_on_the_holder_moves_the_vip_and_traffic_resumes(edge) -> None:
-    numbers = _failover(edge, _on_host(edge.lab, "systemctl stop haproxy"), _on_host(edge.lab, "systemctl start haproxy"))
+    numbers = _failover(
+        edge, _on_host(edge.lab, "systemctl stop haproxy"), _on_host(edge.lab, "systemctl start haproxy")
+    )
     print(f"failover (haproxy stopped on the VIP holder): {numbers}")
     assert numbers["vip_moved_s"] is not None, numbers
     assert numbers["new_connections_ok_after_s"] is not None, numbers
@@ -176,8 +188,9 @@ def test_unicast_vrrp_keeps_one_holder_where_the_segment_drops_multicast(edge) -
     assert len(_exactly_one_holder(lab)) == 1
     lab.flood_multicast_to_hosts(False)
     try:
-        assert wait_until(lambda: len(lab.vip_holders()) == 2, 15, interval=0.2), \
+        assert wait_until(lambda: len(lab.vip_holders()) == 2, 15, interval=0.2), (
             "multicast VRRP without multicast: each host should take the VIP"
+        )
         stack.set_config("source-ip-edge:haproxy.vip.unicast", auto.ConfigValue("true"), path=True)
         assert edge.up().summary.result == "succeeded"
         for host in lab.hosts:
@@ -196,8 +209,9 @@ def test_unicast_vrrp_keeps_one_holder_where_the_segment_drops_multicast(edge) -
         stack.remove_config("source-ip-edge:haproxy.vip.unicast", path=True)
     assert edge.up().summary.result == "succeeded"  # back to multicast VRRP
     assert len(_exactly_one_holder(lab)) == 1
-    assert all("unicast" not in lab.ssh("cat /etc/keepalived/keepalived.conf", address=h.address).stdout
-               for h in lab.hosts)
+    assert all(
+        "unicast" not in lab.ssh("cat /etc/keepalived/keepalived.conf", address=h.address).stdout for h in lab.hosts
+    )
 
 
 def test_vrrp_password_appears_nowhere_in_plain_text(edge) -> None:

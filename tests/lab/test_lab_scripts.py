@@ -91,7 +91,9 @@ def test_a_lab_with_a_process_left_is_refused_and_untouched(foreign_lab, where: 
         (lab_dir / "pids" / "apt-http.pid").write_text(f"{process.pid}\n")
     else:
         process = subprocess.Popen(["ip", "netns", "exec", NAMESPACE, "sleep", "120"])
-        assert wait_until(lambda: _in_namespace(process.pid), 5, interval=0.05), f"pid {process.pid} never entered {NAMESPACE}"
+        assert wait_until(lambda: _in_namespace(process.pid), 5, interval=0.05), (
+            f"pid {process.pid} never entered {NAMESPACE}"
+        )
     try:
         result = _check(run_base)
         assert process.poll() is None, "the other lab's process still runs"

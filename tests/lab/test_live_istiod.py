@@ -21,7 +21,9 @@ PROXY_PROTOCOL = "envoy.filters.listener.proxy_protocol"
 
 # The widely copied EnvoyFilter (the seed's): applyTo LISTENER, MERGE of listener_filters, a
 # proxy_protocol filter for every listener of the gateway, appended after Istio's own filters.
-BLOG_ENVOY_FILTER_SPEC = yaml.safe_load((REPO / "hack" / "gateway-preview" / "testdata" / "blog-envoyfilter.yaml").read_text())["spec"]
+BLOG_ENVOY_FILTER_SPEC = yaml.safe_load(
+    (REPO / "hack" / "gateway-preview" / "testdata" / "blog-envoyfilter.yaml").read_text()
+)["spec"]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +44,13 @@ def test_live_istiod_serves_the_gateway_what_the_config_says(converged) -> None:
     assert answer.returncode == 0, answer.output[-3000:]
     assert answer.failed_checks == {}
     assert "gateway pod " in answer.output and "router~" in answer.output  # asked as a gateway pod
-    ready = [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in converged.lab.kube_json(
-        "pods", "-n", "istio-system", "-l", "istio=ingressgateway")["items"]
-        if "deletionTimestamp" not in p["metadata"] and p["status"].get("phase") == "Running"
-        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+    ready = [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in converged.lab.kube_json("pods", "-n", "istio-system", "-l", "istio=ingressgateway")["items"]
+        if "deletionTimestamp" not in p["metadata"]
+        and p["status"].get("phase") == "Running"
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
     # Every Running, Ready gateway pod that is not going away, as pilot-agent would connect.
     assert sorted(answer.facts["pods"]) == sorted(ready) and ready, (answer.facts["pods"], ready)
     want = answer.facts["expected"]
@@ -111,8 +116,9 @@ def test_the_seeds_listener_merge_envoyfilter_fails_the_live_check(converged) ->
         assert answer.returncode != 0
         assert answer.failed_checks.get("listener filters"), answer.output[-3000:]
     finally:
-        current = lab.kube_json("envoyfilters.networking.istio.io", "-n", original["metadata"]["namespace"],
-                                original["metadata"]["name"])
+        current = lab.kube_json(
+            "envoyfilters.networking.istio.io", "-n", original["metadata"]["namespace"], original["metadata"]["name"]
+        )
         current["spec"] = original["spec"]
         restored = lab.kubectl("replace", "-f", "-", input_json=current)
         assert restored.returncode == 0, restored.stderr

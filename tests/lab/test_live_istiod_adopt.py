@@ -37,12 +37,33 @@ def test_the_stack_adopts_an_istio_installed_outside_it_and_gives_it_back(edge, 
         for release, chart in RELEASES:
             extra = []
             if chart == "gateway":
-                extra = ["--set", "service.type=NodePort", "--set", "service.externalTrafficPolicy=Local",
-                         "--set", f"service.ports[0].name=status-port,service.ports[0].port=15021,service.ports[0].targetPort=15021,service.ports[0].nodePort={pinned['status']}",
-                         "--set", f"service.ports[1].name=http2,service.ports[1].port=80,service.ports[1].targetPort=80,service.ports[1].nodePort={pinned['http']}",
-                         "--set", f"service.ports[2].name=https,service.ports[2].port=443,service.ports[2].targetPort=443,service.ports[2].nodePort={pinned['https']}"]
-            done = helm("install", release, chart, "--repo", cp["chartRepository"], "--version", cp["chartVersion"],
-                        "--namespace", NAMESPACE, *extra, "--wait", "--timeout", "300s")
+                extra = [
+                    "--set",
+                    "service.type=NodePort",
+                    "--set",
+                    "service.externalTrafficPolicy=Local",
+                    "--set",
+                    f"service.ports[0].name=status-port,service.ports[0].port=15021,service.ports[0].targetPort=15021,service.ports[0].nodePort={pinned['status']}",
+                    "--set",
+                    f"service.ports[1].name=http2,service.ports[1].port=80,service.ports[1].targetPort=80,service.ports[1].nodePort={pinned['http']}",
+                    "--set",
+                    f"service.ports[2].name=https,service.ports[2].port=443,service.ports[2].targetPort=443,service.ports[2].nodePort={pinned['https']}",
+                ]
+            done = helm(
+                "install",
+                release,
+                chart,
+                "--repo",
+                cp["chartRepository"],
+                "--version",
+                cp["chartVersion"],
+                "--namespace",
+                NAMESPACE,
+                *extra,
+                "--wait",
+                "--timeout",
+                "300s",
+            )
             assert done.returncode == 0, f"helm install {release}:\n{done.stdout}{done.stderr}"
             installed.append(release)
         untouched = _gateway_deployment(lab)["spec"]["template"]["metadata"].get("annotations", {})

@@ -31,9 +31,14 @@ def _set_mode(edge, api: str, node_ports: dict[str, int]) -> None:
     for role, port in node_ports.items():
         edge.stack.set_config(f"source-ip-edge:gateway.nodePorts.{role}", auto.ConfigValue(str(port)), path=True)
     if api == "gateway-api":
-        edge.stack.set_config("source-ip-edge:gateway.allowedRoutes.namespaces", auto.ConfigValue("Selector"), path=True)
-        edge.stack.set_config('source-ip-edge:gateway.allowedRoutes.namespaceLabels["source-ip-edge/routes"]',
-                              auto.ConfigValue("allowed"), path=True)
+        edge.stack.set_config(
+            "source-ip-edge:gateway.allowedRoutes.namespaces", auto.ConfigValue("Selector"), path=True
+        )
+        edge.stack.set_config(
+            'source-ip-edge:gateway.allowedRoutes.namespaceLabels["source-ip-edge/routes"]',
+            auto.ConfigValue("allowed"),
+            path=True,
+        )
     else:
         edge.stack.remove_config("source-ip-edge:gateway.allowedRoutes", path=True)
 
@@ -127,9 +132,12 @@ def test_a_switch_that_keeps_the_node_ports_fails_before_the_old_gateway_changes
     kinds = ("deployments", "services", "envoyfilters.networking.istio.io", "authorizationpolicies.security.istio.io")
 
     def versions() -> dict[str, str]:
-        return {f"{kind}/{item['metadata']['name']}": item["metadata"]["resourceVersion"]
-                for kind in kinds for item in lab.kube_json(kind, "-n", NAMESPACE)["items"]
-                if item["metadata"]["name"].startswith(GATEWAY) and not item["metadata"]["name"].startswith(GENERATED)}
+        return {
+            f"{kind}/{item['metadata']['name']}": item["metadata"]["resourceVersion"]
+            for kind in kinds
+            for item in lab.kube_json(kind, "-n", NAMESPACE)["items"]
+            if item["metadata"]["name"].startswith(GATEWAY) and not item["metadata"]["name"].startswith(GENERATED)
+        }
 
     before, config_before = versions(), lab.host_path(CONFIG).read_text()
     _set_mode(edge, "gateway-api", lab.gateway_service["nodePorts"])

@@ -42,17 +42,26 @@ def _replica_sets(lab) -> dict[str, dict]:
 
 def _ready_pods(lab, replica_set: str) -> list[dict]:
     pods = lab.kube_json("pods", "-n", NAMESPACE, "-l", f"app={GATEWAY}")["items"]
-    return [pod for pod in pods
-            if any(o["name"] == replica_set for o in pod["metadata"].get("ownerReferences", []))
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))]
+    return [
+        pod
+        for pod in pods
+        if any(o["name"] == replica_set for o in pod["metadata"].get("ownerReferences", []))
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+    ]
 
 
 def _parsers(facts: dict) -> list[tuple[str, int, int, bool | None]]:
     """Per listener HAProxy sends to: (name, proxy_protocol filters, its position, allow without)."""
-    return [(listener["name"], listener["proxyProtocolCount"],
-             listener["listenerFilters"].index(PROXY_PROTOCOL) if PROXY_PROTOCOL in listener["listenerFilters"] else -1,
-             listener["allowRequestsWithoutProxyProtocol"])
-            for listener in facts["listeners"] if listener["frontend"]]
+    return [
+        (
+            listener["name"],
+            listener["proxyProtocolCount"],
+            listener["listenerFilters"].index(PROXY_PROTOCOL) if PROXY_PROTOCOL in listener["listenerFilters"] else -1,
+            listener["allowRequestsWithoutProxyProtocol"],
+        )
+        for listener in facts["listeners"]
+        if listener["frontend"]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,9 @@ def envoyfilter_strict(edge):
     return edge
 
 
-def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_new_pods_are_ready(envoyfilter_strict) -> None:
+def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_new_pods_are_ready(
+    envoyfilter_strict,
+) -> None:
     """numTrustedProxies 0 -> 1 changes the pods' ProxyConfig: a new ReplicaSet through the
     Deployment controller. Changed in the same update, HAProxy's PROXY version goes live only after
     the new pods were ready."""
@@ -101,7 +112,9 @@ def test_a_proxy_config_change_rolls_the_gateway_and_haproxy_changes_after_the_n
     _up(edge)
 
 
-def test_lenient_then_strict_and_a_mode_switch_never_leave_haproxy_facing_a_listener_without_a_parser(envoyfilter_strict) -> None:
+def test_lenient_then_strict_and_a_mode_switch_never_leave_haproxy_facing_a_listener_without_a_parser(
+    envoyfilter_strict,
+) -> None:
     """The two-update enablement, then envoyfilter -> native and back, sampled from the live istiod
     while each update runs: every answer has one proxy_protocol filter first on every listener
     HAProxy sends to; lenient after the first update, strict after the second. None of the updates
@@ -131,8 +144,12 @@ def test_lenient_then_strict_and_a_mode_switch_never_leave_haproxy_facing_a_list
     replica_sets = {name for name, rs in _replica_sets(lab).items() if int(rs["spec"]["replicas"] or 0) > 0}
     # Strict now; the enablement from scratch is lenient first: go lenient, then strict again;
     # then the mode and back. After each update, the live answer holds the new setting.
-    steps = [("to lenient", "proxyProtocol.strict", "false"), ("to strict", "proxyProtocol.strict", "true"),
-             ("to native", "proxyProtocol.mode", "native"), ("to envoyfilter", "proxyProtocol.mode", "envoyfilter")]
+    steps = [
+        ("to lenient", "proxyProtocol.strict", "false"),
+        ("to strict", "proxyProtocol.strict", "true"),
+        ("to native", "proxyProtocol.mode", "native"),
+        ("to envoyfilter", "proxyProtocol.mode", "envoyfilter"),
+    ]
     for step, key, value in steps:
         render_dirs["now"] = gateway_xds.render(lab, STACK_NAME)
         _set(edge, key, value)

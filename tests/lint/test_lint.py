@@ -1,4 +1,5 @@
-"""Lint layer: every workflow passes actionlint, every shell file in the repository passes shellcheck.
+"""Lint layer: every workflow passes actionlint, every shell file passes shellcheck, every Python file
+passes ruff (lint and format), and the program passes mypy.
 
 `make lint` puts actionlint (built from the Go module proxy into the cache) on PATH; shellcheck is
 a Debian package `make setup` installs. A missing linter fails the tests, it never skips them.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,15 @@ SHEBANG = re.compile(rb"^#!\s*(?:\S*/)?(?:env\s+(?:-\S+\s+)*)?(?:\S*/)?(?:sh|bas
 
 def shell_files(root: Path) -> list[str]:
     """Files git knows under root (tracked, or new and not ignored) named *.sh or with a sh shebang."""
-    listed = subprocess.run(
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     found = set()
     for name in filter(None, listed):
         path = root / name
@@ -101,7 +108,7 @@ def test_ci_entry_point_and_lab_scripts_are_linted() -> None:
 def test_shellcheck_flags_an_unquoted_expansion(tmp_path: Path) -> None:
     # Under the repository's own .shellcheckrc: it must not silence the checks.
     shutil.copy(ROOT / ".shellcheckrc", tmp_path / ".shellcheckrc")
-    (tmp_path / "bad.sh").write_text('#!/bin/bash\nrm -rf $1/tmp\n')
+    (tmp_path / "bad.sh").write_text("#!/bin/bash\nrm -rf $1/tmp\n")
     proc = run([tool("shellcheck"), "--color=never", "bad.sh"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "SC2086" in proc.stdout
@@ -112,8 +119,7 @@ def test_shellcheck_flags_an_unquoted_expansion(tmp_path: Path) -> None:
 
 def actionlint(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     # shellcheck checks every `run:` script; pyflakes is not used (no Python `run:` scripts).
-    return run([tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}", "-pyflakes=", *args],
-               cwd=cwd)
+    return run([tool("actionlint"), "-no-color", f"-shellcheck={tool('shellcheck')}", "-pyflakes=", *args], cwd=cwd)
 
 
 def test_workflows_pass_actionlint() -> None:
@@ -138,3 +144,24 @@ def test_actionlint_flags_a_bad_workflow(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "potentially untrusted" in proc.stdout  # actionlint's own expression check
     assert "SC2086" in proc.stdout  # the shellcheck it runs on `run:` scripts
+
+
+# Python: ruff's linter and formatter over every Python file (pyproject.toml holds their settings),
+# and mypy over the Pulumi program (components/ and __main__.py). They come pinned from
+# hack/requirements-dev.txt into the virtualenv that runs these tests.
+def _venv_tool(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        pytest.fail(f"{name} is not in the virtualenv: run the lint layer with `make lint`")
+    return str(path)
+
+
+@pytest.mark.parametrize("argv", [["check", "."], ["format", "--check", "."]], ids=["ruff-check", "ruff-format"])
+def test_python_passes_ruff(argv: list[str]) -> None:
+    result = subprocess.run([_venv_tool("ruff"), *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_program_passes_mypy() -> None:
+    result = subprocess.run([_venv_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr

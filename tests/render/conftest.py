@@ -37,7 +37,10 @@ def istio_module_dir() -> Path:
     version = istio_module_version()
     result = subprocess.run(
         ["go", "mod", "download", "-json", f"{ISTIO_MODULE_PATH}@{version}"],
-        capture_output=True, text=True, timeout=900, cwd=ROOT / "hack" / "gateway-preview",
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT / "hack" / "gateway-preview",
     )
     assert result.returncode == 0, result.stderr or result.stdout
     return Path(json.loads(result.stdout)["Dir"])
@@ -50,9 +53,21 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
         target = tmp_path_factory.mktemp("render") / stack
         project_root = VARIANTS_ROOT if stack in VARIANT_STACKS else ROOT
         result = subprocess.run(
-            [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(target),
-             "--project-root", str(project_root)],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "components.render",
+                "--stack",
+                stack,
+                "--out",
+                str(target),
+                "--project-root",
+                str(project_root),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         out[stack] = target
@@ -63,5 +78,5 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
 def istioctl() -> str:
     """istioctl from the toolchain (`make toolchain`); missing is a failure, never a skip."""
     path = shutil.which("istioctl", path=os.environ.get("PATH"))
-    assert path, "istioctl is not on PATH: run `make toolchain` and `eval \"$(make -s toolchain-env)\"`"
+    assert path, 'istioctl is not on PATH: run `make toolchain` and `eval "$(make -s toolchain-env)"`'
     return path

@@ -62,18 +62,26 @@ def test_pinned_version_is_the_one_the_pinned_istio_is_built_against(istio_modul
 
 @pytest.mark.parametrize("stack", GATEWAY_API_STACKS)
 def test_rendered_gateway_api_objects_match_the_pinned_crds(stack, rendered, gateway_api_schemas):
-    objects = [(name, obj) for name, obj in _objects(rendered[stack]) if obj["apiVersion"].startswith(GATEWAY_API_GROUP + "/")]
+    objects = [
+        (name, obj) for name, obj in _objects(rendered[stack]) if obj["apiVersion"].startswith(GATEWAY_API_GROUP + "/")
+    ]
     assert [obj["kind"] for _, obj in objects] == ["Gateway"], objects
     for name, obj in objects:
         schema = gateway_api_schemas.get((obj["apiVersion"], obj["kind"]))
-        assert schema is not None, f"{name}: {obj['apiVersion']} {obj['kind']} is not a served version of the pinned CRDs"
+        assert schema is not None, (
+            f"{name}: {obj['apiVersion']} {obj['kind']} is not a served version of the pinned CRDs"
+        )
         jsonschema.validate({"spec": obj["spec"]}, {**schema, "required": ["spec"]})
 
 
 @pytest.mark.parametrize("stack", INSTALLING_STACKS)
 def test_rendered_crds_are_the_pinned_objects_unchanged(stack, rendered):
     pinned = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(PINNED_INSTALL.read_text()) if o}
-    written = {(o["kind"], o["metadata"]["name"]): o for _, o in _objects(rendered[stack]) if (o["kind"], o["metadata"]["name"]) in pinned}
+    written = {
+        (o["kind"], o["metadata"]["name"]): o
+        for _, o in _objects(rendered[stack])
+        if (o["kind"], o["metadata"]["name"]) in pinned
+    }
     assert written.keys() == pinned.keys()
     for key, obj in pinned.items():
         assert written[key]["spec"] == obj["spec"], key
@@ -99,8 +107,13 @@ def test_gateway_listeners_use_the_ports_haproxy_sends_to_and_its_overlay_pins_t
 
 def test_strict_gateway_schema_catches_a_misspelt_field(gateway_api_schemas):
     schema = gateway_api_schemas[(f"{GATEWAY_API_GROUP}/v1", "Gateway")]
-    typo = {"spec": {"gatewayClassName": "istio", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-                     "infrastructure": {"annotation": {"proxy.istio.io/config": "{}"}}}}
+    typo = {
+        "spec": {
+            "gatewayClassName": "istio",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+            "infrastructure": {"annotation": {"proxy.istio.io/config": "{}"}},
+        }
+    }
     with pytest.raises(jsonschema.ValidationError, match="annotation"):
         jsonschema.validate(typo, schema)
 

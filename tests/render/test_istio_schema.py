@@ -36,7 +36,11 @@ def _strict(schema: dict) -> dict:
 
     def walk(node):
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node.setdefault("additionalProperties", False)
             if node.pop("x-kubernetes-int-or-string", False):
                 node.pop("type", None)

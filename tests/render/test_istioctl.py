@@ -13,7 +13,9 @@ from .conftest import STACKS
 def test_istioctl_validates_rendered_objects(stack, rendered, istioctl):
     files = sorted(str(p) for p in (rendered[stack] / "kubernetes").glob("*.yaml"))
     assert files
-    result = subprocess.run([istioctl, "validate", *sum((["-f", f] for f in files), [])], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [istioctl, "validate", *sum((["-f", f] for f in files), [])], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "typed_config" not in result.stdout + result.stderr, result.stdout + result.stderr
 

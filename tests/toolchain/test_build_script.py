@@ -29,18 +29,31 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
     before = keys(build, versions)
     after = keys(build, dict(versions, ISTIO_MODULE_VERSION="v0.0.0-20990101000000-000000000000"))
 
-    assert set(before) == {"pulumi", "language-python", "kubernetes", "command", "istioctl",
-                           "etcd", "kube-control-plane", "kwok", "istiod", "helm"}
+    assert set(before) == {
+        "pulumi",
+        "language-python",
+        "kubernetes",
+        "command",
+        "istioctl",
+        "etcd",
+        "kube-control-plane",
+        "kwok",
+        "istiod",
+        "helm",
+    }
     # istioctl and istiod share the istio.io/istio module version.
     assert {k for k in before if before[k] != after[k]} == {"istioctl", "istiod"}
 
 
-@pytest.mark.parametrize("variable, rebuilt", [
-    ("ETCD_VERSION", {"etcd"}),
-    ("KUBE_VERSION", {"kube-control-plane", "kwok"}),  # kwokctl's default cluster version
-    ("KWOK_VERSION", {"kwok"}),
-    ("HELM_VERSION", {"helm"}),
-])
+@pytest.mark.parametrize(
+    "variable, rebuilt",
+    [
+        ("ETCD_VERSION", {"etcd"}),
+        ("KUBE_VERSION", {"kube-control-plane", "kwok"}),  # kwokctl's default cluster version
+        ("KWOK_VERSION", {"kwok"}),
+        ("HELM_VERSION", {"helm"}),
+    ],
+)
 def test_a_control_plane_bump_rebuilds_only_its_own_step(build, variable, rebuilt) -> None:
     versions = build.read_versions()
     before, after = keys(build, versions), keys(build, dict(versions, **{variable: "9.99.9"}))
@@ -57,7 +70,15 @@ def test_a_pulumi_bump_rebuilds_the_cli_and_the_programs_built_against_its_sdk(b
 
 def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
     assert set(keys(build, build.read_versions(), external=True)) == {
-        "kubernetes", "command", "istioctl", "etcd", "kube-control-plane", "kwok", "istiod", "helm"}
+        "kubernetes",
+        "command",
+        "istioctl",
+        "etcd",
+        "kube-control-plane",
+        "kwok",
+        "istiod",
+        "helm",
+    }
 
 
 def test_env_puts_the_toolchain_first_and_keeps_state_under_build(build, tmp_path: Path) -> None:

@@ -13,21 +13,24 @@ VERSIONS_FILE = Path(__file__).resolve().parents[2] / "hack" / "toolchain" / "ve
 
 
 def pinned() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in VERSIONS_FILE.read_text().splitlines()
-             if line.strip() and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in VERSIONS_FILE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}
 
 
 def output(toolchain_path: str, *cmd: str) -> str:
-    proc = subprocess.run([require_tool(cmd[0], toolchain_path), *cmd[1:]],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([require_tool(cmd[0], toolchain_path), *cmd[1:]], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}"
     return proc.stdout + proc.stderr
 
 
 def test_etcd_reports_its_version(toolchain_path) -> None:
-    assert re.search(rf"^etcd Version: {re.escape(pinned()['ETCD_VERSION'])}$",
-                     output(toolchain_path, "etcd", "--version"), re.M)
+    assert re.search(
+        rf"^etcd Version: {re.escape(pinned()['ETCD_VERSION'])}$", output(toolchain_path, "etcd", "--version"), re.M
+    )
 
 
 @pytest.mark.parametrize("binary", ["kube-apiserver", "kube-controller-manager", "kube-scheduler"])
@@ -37,8 +40,7 @@ def test_kubernetes_components_report_the_release(toolchain_path, binary) -> Non
 
 
 def test_kubectl_reports_the_release(toolchain_path) -> None:
-    assert f"Client Version: v{pinned()['KUBE_VERSION']}" in output(
-        toolchain_path, "kubectl", "version", "--client")
+    assert f"Client Version: v{pinned()['KUBE_VERSION']}" in output(toolchain_path, "kubectl", "version", "--client")
 
 
 @pytest.mark.parametrize("binary", ["kwok", "kwokctl"])
@@ -55,8 +57,12 @@ def test_kwokctl_defaults_to_the_built_kubernetes_release(toolchain_path, tmp_pa
 
 def test_pilot_discovery_reports_the_istio_module_version(toolchain_path) -> None:
     # stdout only: its memory-limit notice goes to stderr.
-    proc = subprocess.run([require_tool("pilot-discovery", toolchain_path), "version", "--short"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [require_tool("pilot-discovery", toolchain_path), "version", "--short"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"client version: {pinned()['ISTIO_MODULE_VERSION']}"
 

@@ -15,11 +15,17 @@ COMMAND = ["pulumi-resource-command"]
 
 
 def smoke(tmp_path: Path, env: dict[str, str], with_command: bool) -> Path:
-    return new_project("engine_smoke", tmp_path, env, KUBERNETES + (COMMAND if with_command else []), {
-        "marker": str(tmp_path / "marker"),
-        "renderDir": str(tmp_path / "rendered"),
-        "withCommand": str(with_command).lower(),
-    })
+    return new_project(
+        "engine_smoke",
+        tmp_path,
+        env,
+        KUBERNETES + (COMMAND if with_command else []),
+        {
+            "marker": str(tmp_path / "marker"),
+            "renderDir": str(tmp_path / "rendered"),
+            "withCommand": str(with_command).lower(),
+        },
+    )
 
 
 @pytest.fixture
@@ -32,8 +38,9 @@ def rendered_files(tmp_path: Path) -> list[Path]:
 
 
 def test_cli_reports_its_stamped_version(toolchain_path: str, pulumi_env: dict[str, str]) -> None:
-    proc = subprocess.run([require_tool("pulumi", toolchain_path), "version"], env=pulumi_env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [require_tool("pulumi", toolchain_path), "version"], env=pulumi_env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("v3.") and "dev" not in proc.stdout
 
@@ -85,7 +92,10 @@ def test_kubernetes_provider_renders_without_pulumi_command(pulumi_env: dict[str
 
 
 def test_automation_api_accepts_and_drives_the_built_cli(
-    smoke_project: Path, pulumi_env: dict[str, str], toolchain_bin: Path, tmp_path: Path,
+    smoke_project: Path,
+    pulumi_env: dict[str, str],
+    toolchain_bin: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pulumi import automation as auto
@@ -110,7 +120,9 @@ def test_language_host_stops_on_the_engines_interrupt_even_when_started_with_it_
     that: the host must take the signal back, as upstream's does, or every pulumi command waits 5 s."""
     host = subprocess.Popen(
         [str(toolchain_bin / "pulumi-language-python"), "127.0.0.1:9"],  # an engine address nothing answers
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:

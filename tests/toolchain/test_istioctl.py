@@ -34,30 +34,48 @@ spec:
 def validate(toolchain_path: str, env: dict[str, str], tmp_path: Path, text: str) -> subprocess.CompletedProcess:
     path = tmp_path / "envoyfilter.yaml"
     path.write_text(text)
-    return subprocess.run([require_tool("istioctl", toolchain_path), "validate", "-f", str(path)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [require_tool("istioctl", toolchain_path), "validate", "-f", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_envoy_filter_with_typed_config_is_valid(toolchain_path, pulumi_env, tmp_path) -> None:
-    proc = validate(toolchain_path, pulumi_env, tmp_path, envoy_filter(
-        f'        name: envoy.filters.listener.proxy_protocol\n'
-        f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}\n'))
+    proc = validate(
+        toolchain_path,
+        pulumi_env,
+        tmp_path,
+        envoy_filter(
+            f"        name: envoy.filters.listener.proxy_protocol\n"
+            f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}\n'
+        ),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "without typed_config" not in proc.stdout + proc.stderr
 
 
 def test_envoy_filter_with_unknown_typed_config_is_rejected(toolchain_path, pulumi_env, tmp_path) -> None:
-    proc = validate(toolchain_path, pulumi_env, tmp_path, envoy_filter(
-        f'        name: envoy.filters.listener.proxy_protocol\n'
-        f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}Typo\n'))
+    proc = validate(
+        toolchain_path,
+        pulumi_env,
+        tmp_path,
+        envoy_filter(
+            f"        name: envoy.filters.listener.proxy_protocol\n"
+            f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}Typo\n'
+        ),
+    )
     assert proc.returncode != 0
     assert "could not resolve Any message type" in proc.stdout + proc.stderr
 
 
 def test_envoy_filter_with_unknown_operation_is_rejected(toolchain_path, pulumi_env, tmp_path) -> None:
     text = envoy_filter(
-        f'        name: envoy.filters.listener.proxy_protocol\n'
-        f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}\n')
+        f"        name: envoy.filters.listener.proxy_protocol\n"
+        f'        typed_config:\n          "@type": {PROXY_PROTOCOL_TYPE}\n'
+    )
     proc = validate(toolchain_path, pulumi_env, tmp_path, text.replace("INSERT_FIRST", "INSERT_TOP"))
     assert proc.returncode != 0
     assert "INSERT_TOP" in proc.stdout + proc.stderr

@@ -45,9 +45,13 @@ def sshd(tmp_path: Path) -> Iterator[SshServer]:
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
         "StrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
         # The previous output reaches the command over SSH setenv only where the server accepts it.
-        "AcceptEnv PULUMI_COMMAND_STDOUT PULUMI_COMMAND_STDERR\n")
-    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
-                              stdout=subprocess.DEVNULL, stderr=(d / "sshd.log").open("w"))
+        "AcceptEnv PULUMI_COMMAND_STDOUT PULUMI_COMMAND_STDERR\n"
+    )
+    server = subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
+        stdout=subprocess.DEVNULL,
+        stderr=(d / "sshd.log").open("w"),
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -58,21 +62,32 @@ def sshd(tmp_path: Path) -> Iterator[SshServer]:
                 assert time.monotonic() < deadline and server.poll() is None, (d / "sshd.log").read_text()
                 time.sleep(0.1)
         host_key = " ".join((d / "host.pub").read_text().split()[:2])
-        yield SshServer(port, os.environ.get("USER") or subprocess.check_output(["id", "-un"], text=True).strip(),
-                        (d / "client").read_text(), host_key)
+        yield SshServer(
+            port,
+            os.environ.get("USER") or subprocess.check_output(["id", "-un"], text=True).strip(),
+            (d / "client").read_text(),
+            host_key,
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
 def remote_project(tmp_path: Path, env: dict[str, str], server: SshServer, host_key: str) -> Path:
-    return new_project("remote_command", tmp_path, env, ["pulumi-resource-command"], {
-        "marker": str(tmp_path / "marker"),
-        "port": str(server.port),
-        "user": server.user,
-        "hostKey": host_key,
-        "content": "first",
-    }, secrets={"privateKey": server.client_key})
+    return new_project(
+        "remote_command",
+        tmp_path,
+        env,
+        ["pulumi-resource-command"],
+        {
+            "marker": str(tmp_path / "marker"),
+            "port": str(server.port),
+            "user": server.user,
+            "hostKey": host_key,
+            "content": "first",
+        },
+        secrets={"privateKey": server.client_key},
+    )
 
 
 def test_remote_command_runs_over_ssh_updates_and_deletes(

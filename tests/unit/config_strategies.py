@@ -16,22 +16,56 @@ from components.config import HOST_KEY_TYPES, NODE_PORT_RANGE, SECRET_KEYS, load
 # ---------------------------------------------------------------------------- any JSON value
 
 # Strings that look like what the keys want, so that random values also reach the semantic checks.
-_LOOKALIKES = ["", " ", ":80", "[::]:443", "0.0.0.0:0", "192.0.2.1", "192.0.2.0/24", "10.0.0.1/8", "::/0",
-               "2001:db8::/129", "5s", "0", "1us", "24d", "25d", "-1s", "ssh-ed25519 AAAA", "1.31.4", "1.16.0",
-               "a\nb", "true", "null", "{}", "http", "https", "NodePort", "LoadBalancer", "native", "x" * 300]
+_LOOKALIKES = [
+    "",
+    " ",
+    ":80",
+    "[::]:443",
+    "0.0.0.0:0",
+    "192.0.2.1",
+    "192.0.2.0/24",
+    "10.0.0.1/8",
+    "::/0",
+    "2001:db8::/129",
+    "5s",
+    "0",
+    "1us",
+    "24d",
+    "25d",
+    "-1s",
+    "ssh-ed25519 AAAA",
+    "1.31.4",
+    "1.16.0",
+    "a\nb",
+    "true",
+    "null",
+    "{}",
+    "http",
+    "https",
+    "NodePort",
+    "LoadBalancer",
+    "native",
+    "x" * 300,
+]
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63), st.floats(allow_nan=False),
-    st.text(max_size=20), st.sampled_from(_LOOKALIKES),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(_LOOKALIKES),
 )
 json_values = st.recursive(
     _scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(st.text(max_size=12), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 # ---------------------------------------------------------------------------- from the schema
+
 
 def from_schema(node: dict[str, Any] | None = None) -> st.SearchStrategy:
     """Values that match the schema's shape (types, enums, patterns, bounds, required keys); the
@@ -50,8 +84,9 @@ def from_schema(node: dict[str, Any] | None = None) -> st.SearchStrategy:
         if "pattern" in node:
             return st.from_regex(node["pattern"], fullmatch=True).filter(lambda s: len(s) <= 253)
         min_size = node.get("minLength", 0)
-        return st.one_of(st.text(min_size=min_size, max_size=40),
-                         st.sampled_from([s for s in _LOOKALIKES if len(s) >= min_size]))
+        return st.one_of(
+            st.text(min_size=min_size, max_size=40), st.sampled_from([s for s in _LOOKALIKES if len(s) >= min_size])
+        )
     if kind == "array":
         return st.lists(from_schema(node.get("items", {})), min_size=node.get("minItems", 0), max_size=4)
     if kind == "object":
@@ -63,8 +98,12 @@ def from_schema(node: dict[str, Any] | None = None) -> st.SearchStrategy:
         )
         extra = node.get("additionalProperties")
         if isinstance(extra, dict):  # a map, e.g. gatewayLabels
-            return st.dictionaries(st.from_regex(r"[a-z][a-z0-9./-]{0,20}", fullmatch=True), from_schema(extra),
-                                   min_size=node.get("minProperties", 0), max_size=3)
+            return st.dictionaries(
+                st.from_regex(r"[a-z][a-z0-9./-]{0,20}", fullmatch=True),
+                from_schema(extra),
+                min_size=node.get("minProperties", 0),
+                max_size=3,
+            )
         return fixed
     return json_values
 
@@ -78,6 +117,7 @@ def _shape_schema() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- meant to be accepted
+
 
 @st.composite
 def host_keys(draw) -> str:
@@ -136,8 +176,13 @@ def valid_configs(draw) -> dict[str, Any]:
             if not bind_list:
                 continue
             used.update(bind_list)
-            frontends.append({"name": name, "bind": bind_list if len(bind_list) > 1 else bind_list[0],
-                              "gatewayPort": draw(st.sampled_from(["http", "https"]))})
+            frontends.append(
+                {
+                    "name": name,
+                    "bind": bind_list if len(bind_list) > 1 else bind_list[0],
+                    "gatewayPort": draw(st.sampled_from(["http", "https"])),
+                }
+            )
         if frontends:
             haproxy["frontends"] = frontends
     if draw(st.booleans()):
@@ -145,22 +190,39 @@ def valid_configs(draw) -> dict[str, Any]:
     if draw(st.booleans()):
         haproxy["maxconn"] = draw(st.integers(1, 1_000_000))
     if draw(st.booleans()):
-        haproxy["timeouts"] = draw(st.fixed_dictionaries({}, optional={
-            k: durations for k in ("connect", "client", "server", "tunnel", "clientFin", "hardStopAfter")}))
+        haproxy["timeouts"] = draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    k: durations for k in ("connect", "client", "server", "tunnel", "clientFin", "hardStopAfter")
+                },
+            )
+        )
     if draw(st.booleans()):
         haproxy["proxyProtocolVersion"] = draw(st.sampled_from([1, 2]))
 
     service_type = draw(st.sampled_from(["NodePort", "LoadBalancer"]))
-    nodes = draw(st.lists(st.one_of(ipv4, ipv6), min_size=1, max_size=1 if service_type == "LoadBalancer" else 5,
-                          unique=True))
-    ports = draw(st.lists(st.integers(NODE_PORT_RANGE.start, NODE_PORT_RANGE.stop - 1), min_size=3, max_size=3,
-                          unique=True))
+    nodes = draw(
+        st.lists(st.one_of(ipv4, ipv6), min_size=1, max_size=1 if service_type == "LoadBalancer" else 5, unique=True)
+    )
+    ports = draw(
+        st.lists(st.integers(NODE_PORT_RANGE.start, NODE_PORT_RANGE.stop - 1), min_size=3, max_size=3, unique=True)
+    )
     policy = draw(st.sampled_from(["Local", "Cluster"]))
-    gateway = {"nodes": nodes, "serviceType": service_type, "externalTrafficPolicy": policy,
-               "nodePorts": dict(zip(("http", "https", "status"), ports))}
+    gateway = {
+        "nodes": nodes,
+        "serviceType": service_type,
+        "externalTrafficPolicy": policy,
+        "nodePorts": dict(zip(("http", "https", "status"), ports, strict=False)),
+    }
     if draw(st.booleans()):
-        gateway["targetPorts"] = dict(zip(("http", "https"), draw(st.lists(st.integers(1, 65535), min_size=2,
-                                                                            max_size=2, unique=True))))
+        gateway["targetPorts"] = dict(
+            zip(
+                ("http", "https"),
+                draw(st.lists(st.integers(1, 65535), min_size=2, max_size=2, unique=True)),
+                strict=False,
+            )
+        )
     minor = draw(st.integers(19, 31))
     istio: dict[str, Any] = {"install": draw(st.booleans()), "version": f"1.{minor}.{draw(st.integers(0, 9))}"}
     if draw(st.booleans()):
@@ -184,6 +246,7 @@ def valid_configs(draw) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- mutations
+
 
 @st.composite
 def mutated(draw, base: st.SearchStrategy) -> dict[str, Any]:
@@ -232,6 +295,7 @@ def _parent(raw: Any, path: tuple):
 
 
 # ---------------------------------------------------------------------------- everything at once
+
 
 def any_input() -> st.SearchStrategy:
     """What a stack file can hold under the known keys: shaped, mutated, accepted, or anything."""

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import NODE_PORT_RANGE
-
 from tests.unit.conftest import ROOT
 
 CONF_SCRIPT = ROOT / "hack" / "lab" / "gateway-standin-conf.sh"
@@ -84,9 +83,27 @@ def _can_bind(address: str, port: int) -> bool:
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "gateway.crt", directory / "gateway.key"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "1", "-subj", "/CN=gateway.test.invalid", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=gateway.test.invalid",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return cert, key
 
@@ -95,16 +112,38 @@ def start_standin(workdir: Path, address: str, ports: NodePorts, cert: Path, key
     """nginx in the foreground with the stand-in's generated config; returns once it accepts connections."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
-    env = dict(os.environ, STANDIN_NAME=f"test-{address}", STANDIN_ADDRESS=address, STANDIN_DIR=str(workdir),
-               STANDIN_PID_FILE=str(workdir / "nginx.pid"), HTTP_PORT=str(ports.http),
-               HTTPS_PORT=str(ports.https), STATUS_PORT=str(ports.status), TLS_CERT=str(cert), TLS_KEY=str(key))
-    conf = subprocess.run(["bash", str(CONF_SCRIPT)], env=env, check=True, capture_output=True, text=True,
-                          timeout=30).stdout
+    env = dict(
+        os.environ,
+        STANDIN_NAME=f"test-{address}",
+        STANDIN_ADDRESS=address,
+        STANDIN_DIR=str(workdir),
+        STANDIN_PID_FILE=str(workdir / "nginx.pid"),
+        HTTP_PORT=str(ports.http),
+        HTTPS_PORT=str(ports.https),
+        STATUS_PORT=str(ports.status),
+        TLS_CERT=str(cert),
+        TLS_KEY=str(key),
+    )
+    conf = subprocess.run(
+        ["bash", str(CONF_SCRIPT)], env=env, check=True, capture_output=True, text=True, timeout=30
+    ).stdout
     (workdir / "nginx.conf").write_text(conf)
     process = subprocess.Popen(
-        [binary("nginx"), "-q", "-c", str(workdir / "nginx.conf"), "-p", str(workdir),
-         "-e", str(workdir / "error.log"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            binary("nginx"),
+            "-q",
+            "-c",
+            str(workdir / "nginx.conf"),
+            "-p",
+            str(workdir),
+            "-e",
+            str(workdir / "error.log"),
+            "-g",
+            "daemon off;",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     standin = Standin(address=address, ports=ports, process=process, dir=workdir)
     deadline = time.monotonic() + 10

@@ -130,7 +130,9 @@ def run_program(
     pulumi.runtime.set_all_config(config, secret_keys)
     run = run if run is not None else Run()
     mocks = _Mocks()
-    pulumi.runtime.set_mocks(mocks, project="source-ip-edge", stack="unit", preview=False, monitor=_RecordingMonitor(mocks, run))
+    pulumi.runtime.set_mocks(
+        mocks, project="source-ip-edge", stack="unit", preview=False, monitor=_RecordingMonitor(mocks, run)
+    )
 
     @pulumi.runtime.test
     def program():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import re
 import shutil
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -108,7 +109,10 @@ def test_a_key_added_to_the_schema_shows_up_in_both_generated_parts():
 
 def test_only_the_region_between_the_markers_is_replaced():
     text = "before\nBEGIN\nold\nEND\nafter\n"
-    assert config_docs.replace_region(text, "BEGIN", "END", "BEGIN\nnew\nEND\n", file="f") == "before\nBEGIN\nnew\nEND\nafter\n"
+    assert (
+        config_docs.replace_region(text, "BEGIN", "END", "BEGIN\nnew\nEND\n", file="f")
+        == "before\nBEGIN\nnew\nEND\nafter\n"
+    )
 
 
 @pytest.mark.parametrize("text", ["no markers\n", "END\nBEGIN\n", "BEGIN\nBEGIN\nEND\n"])

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.config import SECRET_KEYS, TOP_LEVEL_KEYS, ConfigError, parse_stack_config
-from components.program import read_stack_config
 from components.haproxy_host.haproxy_cfg import render_haproxy_config
+from components.program import read_stack_config
 
-from .conftest import haproxy_check
 from .config_strategies import any_input, from_schema, json_values, mutated, valid_configs
+from .conftest import haproxy_check
 from .program_harness import _Mocks
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
@@ -80,7 +80,9 @@ def test_every_accepted_config_renders_a_haproxy_cfg_that_haproxy_accepts(raw):
 
 # What the program gets from Pulumi: every value a string (objects as JSON), under any key.
 _stack_values = st.one_of(json_values.map(lambda v: __import__("json").dumps(v)), st.text(max_size=30))
-_stack_keys = st.one_of(st.sampled_from(sorted(KNOWN_KEYS)), st.from_regex(r"[a-zA-Z][a-zA-Z0-9.]{0,12}", fullmatch=True))
+_stack_keys = st.one_of(
+    st.sampled_from(sorted(KNOWN_KEYS)), st.from_regex(r"[a-zA-Z][a-zA-Z0-9.]{0,12}", fullmatch=True)
+)
 
 
 @FUZZ
@@ -100,6 +102,7 @@ def test_the_program_refuses_any_stack_value_with_one_line_naming_a_key(values, 
         message = str(error)
         assert "\n" not in message, f"more than one line: {message!r}"
         assert re.match(r"^source-ip-edge:[A-Za-z]", message) or re.search(r"'source-ip-edge:[A-Za-z]", message), (
-            f"names no source-ip-edge: key: {message!r}")
+            f"names no source-ip-edge: key: {message!r}"
+        )
     else:
         event("accepted")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from components.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
 from components.config import parse_stack_config
+from components.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
 
 from .conftest import valid_raw
-from .program_harness import run_program, generated_private_key, unwrap_secret
+from .program_harness import generated_private_key, run_program, unwrap_secret
 
 COMMAND = "command:remote:Command"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -64,7 +64,11 @@ def test_gateway_pods_start_after_the_envoy_filter_that_owns_their_proxy_filters
     assert istiod.urn in envoy_filter.dependencies
     assert envoy_filter.urn in gateway.dependencies
     assert gateway.urn not in envoy_filter.dependencies
-    assert [p["patch"]["operation"] for p in envoy_filter.inputs["spec"]["configPatches"]] == ["REMOVE", "INSERT_FIRST", "INSERT_FIRST"]
+    assert [p["patch"]["operation"] for p in envoy_filter.inputs["spec"]["configPatches"]] == [
+        "REMOVE",
+        "INSERT_FIRST",
+        "INSERT_FIRST",
+    ]
 
 
 def test_haproxy_sends_proxy_only_after_the_gateway_accepts_it(envoyfilter_run):

@@ -63,7 +63,8 @@ def test_adopted_istio_reads_the_gateway_api_crds_before_the_gateway():
     gateway = run.one(GATEWAY)
     read = {urn.rsplit("::", 1)[1] for urn in gateway.dependencies if "CustomResourceDefinition" in urn}
     assert read == {
-        f"edge-mesh-{kind}.gateway.networking.k8s.io" for kind in ("gatewayclasses", "gateways", "httproutes", "tlsroutes")
+        f"edge-mesh-{kind}.gateway.networking.k8s.io"
+        for kind in ("gatewayclasses", "gateways", "httproutes", "tlsroutes")
     }
 
 
@@ -88,7 +89,9 @@ GATEWAY_API_CRDS = ["gatewayclasses", "gateways", "httproutes", "tlsroutes"]
 
 
 def _served(*kinds: str, gateway_versions=("v1", "v1beta1")) -> dict[str, set[str]]:
-    return {f"{kind}.gateway.networking.k8s.io": set(gateway_versions) if kind == "gateways" else {"v1"} for kind in kinds}
+    return {
+        f"{kind}.gateway.networking.k8s.io": set(gateway_versions) if kind == "gateways" else {"v1"} for kind in kinds
+    }
 
 
 def test_an_adopted_cluster_without_a_gateway_api_crd_is_refused_before_any_resource_naming_the_keys():
@@ -109,7 +112,10 @@ def test_an_adopted_cluster_without_a_gateway_api_crd_is_refused_before_any_reso
 
 
 def test_an_adopted_cluster_with_pre_v1_gateway_api_crds_is_refused():
-    with pytest.raises(pulumi.RunError, match=r"^source-ip-edge:gateway.api: .* serves only v1alpha2, v1beta1 \(Gateway API before v1.0\)"):
+    with pytest.raises(
+        pulumi.RunError,
+        match=r"^source-ip-edge:gateway.api: .* serves only v1alpha2, v1beta1 \(Gateway API before v1.0\)",
+    ):
         run_program(
             _gateway_api(install=False),
             crd_versions=lambda config, names: _served(*GATEWAY_API_CRDS, gateway_versions=("v1beta1", "v1alpha2")),
@@ -146,19 +152,33 @@ class _FakeApiServer(BaseHTTPRequestHandler):
         prefix = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
         name = self.path.removeprefix(prefix)
         if self.status_for_all is not None:
-            self._send(self.status_for_all, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": self.status_for_all})
+            self._send(
+                self.status_for_all,
+                {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": self.status_for_all},
+            )
         elif self.path.startswith(prefix) and name in self.crds:
             group = name.split(".", 1)[1]
-            self._send(200, {
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name},
-                "spec": {
-                    "group": group, "scope": "Namespaced",
-                    "names": {"plural": name.split(".")[0], "kind": "Kind"},
-                    "versions": [{"name": v, "served": served, "storage": i == 0} for i, (v, served) in enumerate(self.crds[name])],
+            self._send(
+                200,
+                {
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "kind": "CustomResourceDefinition",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "group": group,
+                        "scope": "Namespaced",
+                        "names": {"plural": name.split(".")[0], "kind": "Kind"},
+                        "versions": [
+                            {"name": v, "served": served, "storage": i == 0}
+                            for i, (v, served) in enumerate(self.crds[name])
+                        ],
+                    },
                 },
-            })
+            )
         else:
-            self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+            self._send(
+                404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+            )
 
     def _send(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -189,14 +209,26 @@ def api_server():
 
 def _kubeconfig(server: str, context: str = "edge") -> dict:
     return {
-        "apiVersion": "v1", "kind": "Config", "current-context": "elsewhere",
-        "clusters": [{"name": "c", "cluster": {"server": server}}, {"name": "other", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "elsewhere",
+        "clusters": [
+            {"name": "c", "cluster": {"server": server}},
+            {"name": "other", "cluster": {"server": "http://127.0.0.1:9"}},
+        ],
         "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}, {"name": "elsewhere", "context": {"cluster": "other", "user": "u"}}],
+        "contexts": [
+            {"name": context, "context": {"cluster": "c", "user": "u"}},
+            {"name": "elsewhere", "context": {"cluster": "other", "user": "u"}},
+        ],
     }
 
 
-NAMES = ["gateways.gateway.networking.k8s.io", "httproutes.gateway.networking.k8s.io", "tlsroutes.gateway.networking.k8s.io"]
+NAMES = [
+    "gateways.gateway.networking.k8s.io",
+    "httproutes.gateway.networking.k8s.io",
+    "tlsroutes.gateway.networking.k8s.io",
+]
 
 
 def test_the_cluster_read_returns_served_versions_and_leaves_out_missing_crds(api_server, tmp_path, monkeypatch):
@@ -206,11 +238,16 @@ def test_the_cluster_read_returns_served_versions_and_leaves_out_missing_crds(ap
     raw = _gateway_api(install=False)
     raw["kubernetes"] = {"context": "edge"}  # the explicit provider's context, not the file's current one
     versions = cluster_crd_versions(parse_stack_config(raw), NAMES)
-    assert versions == {"gateways.gateway.networking.k8s.io": {"v1", "v1beta1"}, "httproutes.gateway.networking.k8s.io": {"v1"}}
+    assert versions == {
+        "gateways.gateway.networking.k8s.io": {"v1", "v1beta1"},
+        "httproutes.gateway.networking.k8s.io": {"v1"},
+    }
 
 
 @pytest.mark.parametrize("given_as", ["contents", "path"])
-def test_the_cluster_read_uses_the_default_providers_kubeconfig_and_context(api_server, monkeypatch, tmp_path, given_as):
+def test_the_cluster_read_uses_the_default_providers_kubeconfig_and_context(
+    api_server, monkeypatch, tmp_path, given_as
+):
     monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
     contents = yaml.safe_dump(_kubeconfig(api_server, context="ci"))
     if given_as == "path":
@@ -235,7 +272,9 @@ def test_a_cluster_that_refuses_the_read_is_one_line_naming_the_key(api_server, 
     with pytest.raises(ConfigError) as caught:
         cluster_crd_versions(parse_stack_config(raw), NAMES)
     message = str(caught.value)
-    assert message.startswith("source-ip-edge:istio.install: false with gateway.api: gateway-api: could not read"), message
+    assert message.startswith("source-ip-edge:istio.install: false with gateway.api: gateway-api: could not read"), (
+        message
+    )
     assert words in message and "\n" not in message
 
 
@@ -257,7 +296,9 @@ def test_an_unreachable_cluster_is_one_line_naming_the_key(tmp_path, monkeypatch
     raw["kubernetes"] = {"context": "edge"}
     with pytest.raises(ConfigError) as caught:
         cluster_crd_versions(parse_stack_config(raw), NAMES)
-    assert str(caught.value).startswith("source-ip-edge:istio.install: false with gateway.api: gateway-api: could not read")
+    assert str(caught.value).startswith(
+        "source-ip-edge:istio.install: false with gateway.api: gateway-api: could not read"
+    )
     assert "Connection refused" in str(caught.value) and "\n" not in str(caught.value)
 
 

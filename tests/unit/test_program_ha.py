@@ -65,7 +65,9 @@ def test_hosts_differ_only_in_their_keepalived_priority(ha_run):
 
 def test_outputs_carry_the_vip_and_the_metrics_targets(ha_run):
     assert ha_run.outputs["vip"] == {
-        "address": "203.0.113.100", "prefixLength": 24, "virtualRouterId": 51,
+        "address": "203.0.113.100",
+        "prefixLength": 24,
+        "virtualRouterId": 51,
         "priorities": {"edge-1": 150, "edge-2": 140},
     }
     metrics = ha_run.outputs["metrics"]

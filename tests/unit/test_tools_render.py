@@ -16,7 +16,17 @@ from .conftest import ROOT, haproxy_check
 
 def _render(stack: str, out: Path, project_root: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "components.render", "--stack", stack, "--out", str(out), "--project-root", str(project_root)],
+        [
+            sys.executable,
+            "-m",
+            "components.render",
+            "--stack",
+            stack,
+            "--out",
+            str(out),
+            "--project-root",
+            str(project_root),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,7 +49,13 @@ def test_dev_renders_one_host_with_config_and_scripts(rendered, tmp_path):
     dev = rendered["dev"]
     assert sorted(p.name for p in (dev / "haproxy").iterdir()) == ["edge-dev-1"]
     host = dev / "haproxy" / "edge-dev-1"
-    assert sorted(p.name for p in host.iterdir()) == ["apply.sh", "haproxy.cfg", "install.sh", "restore.sh", "uninstall.sh"]
+    assert sorted(p.name for p in host.iterdir()) == [
+        "apply.sh",
+        "haproxy.cfg",
+        "install.sh",
+        "restore.sh",
+        "uninstall.sh",
+    ]
     cfg = (host / "haproxy.cfg").read_text()
     assert cfg in (host / "apply.sh").read_text()
     assert haproxy_check(cfg, tmp_path).returncode == 0
@@ -58,7 +74,11 @@ def test_prod_renders_two_hosts_that_pass_haproxy_check(rendered, tmp_path):
 def test_kubernetes_objects_and_helm_releases_are_written(rendered):
     dev_objects = {p.name for p in (rendered["dev"] / "kubernetes").glob("*.yaml")}
     assert "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml" in dev_objects
-    envoy_filter = yaml.safe_load((rendered["dev"] / "kubernetes" / "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml").read_text())
+    envoy_filter = yaml.safe_load(
+        (
+            rendered["dev"] / "kubernetes" / "envoyfilter-istio-system-istio-ingressgateway-proxy-protocol.yaml"
+        ).read_text()
+    )
     assert envoy_filter["kind"] == "EnvoyFilter"
     assert envoy_filter["spec"]["configPatches"][1]["match"]["listener"]["portNumber"] == 80  # an int, not 80.0
     prod_objects = {p.name for p in (rendered["prod"] / "kubernetes").glob("*.yaml")}
@@ -66,12 +86,17 @@ def test_kubernetes_objects_and_helm_releases_are_written(rendered):
     assert "envoyfilter-istio-system-istio-ingressgateway-trusted-peers.yaml" in prod_objects  # the trusted-peer lock
     assert "authorizationpolicy-istio-system-istio-ingressgateway-source-ip-allow.yaml" in prod_objects
     for stack in ("dev", "prod"):
-        releases = {p.stem: yaml.safe_load(p.read_text()) for p in (rendered[stack] / "kubernetes" / "helm").glob("*.yaml")}
+        releases = {
+            p.stem: yaml.safe_load(p.read_text()) for p in (rendered[stack] / "kubernetes" / "helm").glob("*.yaml")
+        }
         assert set(releases) == {"istio-base", "istiod", "istio-ingressgateway"}
         for release in releases.values():
             assert set(release) == {"chart", "version", "repository", "namespace", "values"}
     istiod = yaml.safe_load((rendered["prod"] / "kubernetes" / "helm" / "istiod.yaml").read_text())
-    assert istiod["values"]["meshConfig"]["defaultConfig"]["gatewayTopology"] == {"numTrustedProxies": 0, "proxyProtocol": {}}
+    assert istiod["values"]["meshConfig"]["defaultConfig"]["gatewayTopology"] == {
+        "numTrustedProxies": 0,
+        "proxyProtocol": {},
+    }
 
 
 def test_outputs_json_has_the_stack_outputs(rendered):

@@ -70,7 +70,7 @@ def test_table_aligns_columns():
 def test_namespace_run_changes_only_the_runtime_api_socket_and_the_server_state_file(tmp_path):
     rendered = datapath.rendered_config()
     adapted = datapath.for_namespace(rendered, tmp_path)
-    changed = [b.strip() for a, b in zip(rendered.splitlines(), adapted.splitlines()) if a != b]
+    changed = [b.strip() for a, b in zip(rendered.splitlines(), adapted.splitlines(), strict=False) if a != b]
     assert len(changed) == 2
     assert changed[0].startswith(f"stats socket {tmp_path}/")
     assert changed[1] == f"server-state-file {tmp_path}/haproxy-server-state"

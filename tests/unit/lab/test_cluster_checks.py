@@ -22,7 +22,11 @@ def _ports(http: int = 30080, https: int = 30443, status: int = 30021) -> list[d
 def test_pinned_node_ports_match() -> None:
     rows, problems = node_port_rows(_ports(), PINNED)
     assert problems == []
-    assert [(row[1], row[3], row[5]) for row in rows] == [(15021, 30021, "yes"), (80, 30080, "yes"), (443, 30443, "yes")]
+    assert [(row[1], row[3], row[5]) for row in rows] == [
+        (15021, 30021, "yes"),
+        (80, 30080, "yes"),
+        (443, 30443, "yes"),
+    ]
 
 
 def test_a_node_port_kubernetes_picked_is_a_mismatch() -> None:
@@ -41,8 +45,13 @@ def test_exported_object_keeps_what_was_applied_and_drops_the_servers_fields() -
         "apiVersion": "security.istio.io/v1",
         "kind": "AuthorizationPolicy",
         "metadata": {
-            "name": "istio-ingressgateway-deny", "namespace": "istio-system", "labels": {"a": "b"},
-            "uid": "0f3c", "resourceVersion": "812", "generation": 1, "creationTimestamp": "2026-11-25T17:00:00Z",
+            "name": "istio-ingressgateway-deny",
+            "namespace": "istio-system",
+            "labels": {"a": "b"},
+            "uid": "0f3c",
+            "resourceVersion": "812",
+            "generation": 1,
+            "creationTimestamp": "2026-11-25T17:00:00Z",
             "managedFields": [{"manager": "pulumi-kubernetes"}],
         },
         "spec": {"action": "DENY", "rules": [{"from": [{"source": {"remoteIpBlocks": ["198.51.100.66/32"]}}]}]},

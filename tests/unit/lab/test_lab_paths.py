@@ -30,8 +30,15 @@ done
 
 def _common_variables(checkout: Path, lab_name: str, home: Path) -> dict[str, str]:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "LAB_NAME": lab_name}
-    result = subprocess.run(["bash", "-c", PRINT_COMMON_VARIABLES, "bash", str(checkout)], env=env, cwd=home,
-                            capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        ["bash", "-c", PRINT_COMMON_VARIABLES, "bash", str(checkout)],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return dict(item.split("=", 1) for item in result.stdout.split("\0") if item)
 
 
@@ -42,9 +49,10 @@ def _inside(path: str, directory: Path) -> bool:
 @pytest.mark.parametrize("lab_name", ["lab", "lab-test"])
 def test_no_live_path_of_the_lab_is_inside_the_checkout(lab_name: str, tmp_path: Path) -> None:
     variables = _common_variables(ROOT, lab_name, tmp_path)
-    assert LIVE_STATE <= variables.keys()
+    assert variables.keys() >= LIVE_STATE
     in_checkout = {
-        name: value for name, value in variables.items()
+        name: value
+        for name, value in variables.items()
         if value.startswith("/") and _inside(value, ROOT) and name not in IN_CHECKOUT_ON_PURPOSE
     }
     assert in_checkout == {}, "live lab state inside the checkout"
@@ -58,6 +66,7 @@ def test_each_checkout_and_each_lab_has_its_own_run_directory(tmp_path: Path) ->
         shutil.copy(ROOT / "hack" / "lab" / "common.sh", checkout / "hack" / "lab" / "common.sh")
     run_dirs = {
         _common_variables(checkout, lab_name, tmp_path)["LAB_DIR"]
-        for checkout in checkouts for lab_name in ("lab", "lab-test")
+        for checkout in checkouts
+        for lab_name in ("lab", "lab-test")
     }
     assert len(run_dirs) == 4

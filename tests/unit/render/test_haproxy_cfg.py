@@ -7,7 +7,6 @@ import re
 import pytest
 
 from components.haproxy_host.haproxy_cfg import config_identity, config_sha256, render_haproxy_config
-
 from tests.unit.conftest import haproxy_check, make_config
 
 
@@ -39,7 +38,13 @@ def test_global_has_admin_socket_that_hands_over_listeners():
 def test_defaults_are_tcp_with_tunnel_and_client_fin_timeouts():
     defaults = _section(render_haproxy_config(make_config()), "defaults")
     assert "mode tcp" in defaults and "option tcplog" in defaults
-    for expected in ("timeout connect 5s", "timeout client 50s", "timeout server 50s", "timeout tunnel 1h", "timeout client-fin 30s"):
+    for expected in (
+        "timeout connect 5s",
+        "timeout client 50s",
+        "timeout server 50s",
+        "timeout tunnel 1h",
+        "timeout client-fin 30s",
+    ):
         assert expected in defaults
 
 
@@ -48,7 +53,9 @@ def test_frontends_bind_80_and_443_by_default_and_ipv6_binds_are_v6only(tmp_path
     assert _section(text, "frontend http") == ["bind :80", "default_backend gateway_http"]
     assert _section(text, "frontend https") == ["bind :443", "default_backend gateway_https"]
     config = make_config(
-        lambda r: r["haproxy"].update(frontends=[{"name": "https", "bind": [":443", "[::]:443"], "gatewayPort": "https"}])
+        lambda r: r["haproxy"].update(
+            frontends=[{"name": "https", "bind": [":443", "[::]:443"], "gatewayPort": "https"}]
+        )
     )
     text = render_haproxy_config(config)
     assert _section(text, "frontend https")[:2] == ["bind :443", "bind [::]:443 v6only"]
@@ -127,7 +134,9 @@ def test_identity_line_is_the_hash_of_the_rest_of_the_file():
 
 
 def test_extra_lines_land_in_their_section_and_are_checked_by_haproxy(tmp_path):
-    config = make_config(lambda r: r["haproxy"].update(extra={"global": ["nbthread 2"], "defaults": ["option redispatch"]}))
+    config = make_config(
+        lambda r: r["haproxy"].update(extra={"global": ["nbthread 2"], "defaults": ["option redispatch"]})
+    )
     text = render_haproxy_config(config)
     assert "nbthread 2" in _section(text, "global")
     assert "option redispatch" in _section(text, "defaults")

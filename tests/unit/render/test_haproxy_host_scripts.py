@@ -60,9 +60,7 @@ def _config(host: HostParams, port: int, balance: str = "roundrobin", extra: str
         "    timeout connect 1s\n"
         "    timeout client 5s\n"
         "    timeout server 5s\n"
-        "\n"
-        + TRICKY_COMMENT
-        + "frontend http\n"
+        "\n" + TRICKY_COMMENT + "frontend http\n"
         f"    bind {bind or f'127.0.0.1:{port}'}\n"
         "    default_backend gateway\n"
         "\n"
@@ -109,8 +107,14 @@ class Host:
         return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120, env=self.env, **kw)
 
     def popen(self, script: str) -> subprocess.Popen:
-        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=self.env, start_new_session=True)
+        return subprocess.Popen(
+            ["sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def apply(self, config: str) -> subprocess.CompletedProcess:
         return self.run(apply_script(config, self.params))
@@ -122,9 +126,16 @@ class Host:
         return int(Path(self.params.pidfile).read_text().split()[0])
 
     def loaded(self) -> str:
-        result = subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{self.params.stats_socket}"],
-                                input="show info\n", capture_output=True, text=True, timeout=10)
-        return next((l.split(": ", 1)[1] for l in result.stdout.splitlines() if l.startswith("description: ")), "")
+        result = subprocess.run(
+            ["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{self.params.stats_socket}"],
+            input="show info\n",
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return next(
+            (line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("description: ")), ""
+        )
 
     def record(self) -> dict[str, str]:
         text = (Path(self.params.state_dir) / "before").read_text()
@@ -179,6 +190,7 @@ def systemd_host(tmp_path: Path):
 
 # --- the commands as text ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_every_command_parses(shell: str) -> None:
     for make in ALL_SCRIPTS:
@@ -187,7 +199,7 @@ def test_every_command_parses(shell: str) -> None:
 
 
 def test_commands_stop_at_the_first_error_and_name_their_script() -> None:
-    for make, name in zip(ALL_SCRIPTS, ("install.sh", "uninstall.sh", "restore.sh", "apply.sh")):
+    for make, name in zip(ALL_SCRIPTS, ("install.sh", "uninstall.sh", "restore.sh", "apply.sh"), strict=False):
         script = make()
         assert script.startswith("set -eu\n") and f"source-ip-edge {name}" in script
 
@@ -214,10 +226,13 @@ def test_config_is_readable_in_the_command_for_preview_diff() -> None:
 
 
 def test_paths_with_spaces_are_quoted() -> None:
-    assert "HAPROXY_CFG='/etc/ha proxy/haproxy.cfg'" in apply_script("x\n", HostParams(config="/etc/ha proxy/haproxy.cfg"))
+    assert "HAPROXY_CFG='/etc/ha proxy/haproxy.cfg'" in apply_script(
+        "x\n", HostParams(config="/etc/ha proxy/haproxy.cfg")
+    )
 
 
 # --- apply ----------------------------------------------------------------------------------------
+
 
 def test_apply_writes_config_byte_for_byte_with_shell_metacharacters(host: Host) -> None:
     config = _config(host.params, _free_port())
@@ -259,7 +274,9 @@ def test_changed_config_reloads_seamlessly_keeping_the_master(host: Host) -> Non
         pass  # still listening
 
 
-def _stateful_config(host: HostParams, port: int, check_port: int, node_2_port: int, balance: str = "roundrobin") -> str:
+def _stateful_config(
+    host: HostParams, port: int, check_port: int, node_2_port: int, balance: str = "roundrobin"
+) -> str:
     """Like the rendered config where server states matter: server-state-file, TCP checks on a port
     of their own. HAProxy spreads first checks over `inter` in server order: node-2, first, is
     checked at once; node-1, second, only after 30 s, so what it starts as is what a test sees."""
@@ -286,11 +303,16 @@ def _stateful_config(host: HostParams, port: int, check_port: int, node_2_port: 
 
 
 def _servers_state(host: Host) -> dict[str, dict[str, str]]:
-    result = subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
-                            input="show servers state\n", capture_output=True, text=True, timeout=10)
+    result = subprocess.run(
+        ["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
+        input="show servers state\n",
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     lines = result.stdout.splitlines()
     columns = lines[1].split()[1:]
-    rows = [dict(zip(columns, line.split())) for line in lines[2:] if line.strip()]
+    rows = [dict(zip(columns, line.split(), strict=False)) for line in lines[2:] if line.strip()]
     return {row["srv_name"]: row for row in rows}
 
 
@@ -304,8 +326,13 @@ def test_a_down_server_stays_down_across_a_reload_and_a_changed_server_starts_fr
         check_port = checked.getsockname()[1]
         assert host.apply(_stateful_config(host.params, port, check_port, 10001)).returncode == 0
         for server in ("node-1", "node-2"):
-            subprocess.run(["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
-                           input=f"set server gateway/{server} health down\n", text=True, check=True, timeout=10)
+            subprocess.run(
+                ["socat", "-t", "2", "stdio", f"UNIX-CONNECT:{host.params.stats_socket}"],
+                input=f"set server gateway/{server} health down\n",
+                text=True,
+                check=True,
+                timeout=10,
+            )
         assert {row["srv_op_state"] for row in _servers_state(host).values()} == {"0"}  # both DOWN
 
         result = host.apply(_stateful_config(host.params, port, check_port, 10002, balance="leastconn"))
@@ -418,6 +445,7 @@ def test_rhel_conf_d_is_checked_together_with_our_file(host: Host) -> None:
 
 
 # --- the record of the host before us, restore and uninstall --------------------------------------
+
 
 def test_restore_puts_back_the_original_and_stops_what_we_started(host: Host) -> None:
     original = "# the host's own config\nglobal\n    maxconn 10\n"

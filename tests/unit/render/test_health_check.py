@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hack.lab.haproxy_runtime import ServerState, wait_until_checked
 from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET, render_haproxy_config
-
+from hack.lab.haproxy_runtime import ServerState, wait_until_checked
 from tests.unit.conftest import make_config
 from tests.unit.gateway_standin import binary, free_port, start_standins, stop_process
 
@@ -38,12 +37,16 @@ def gateway_node_ports(tmp_path, request):
 
 def _rendered_config(node_ports) -> str:
     def mutate(raw):
-        raw["gateway"].update(nodes=NODES, nodePorts={"http": node_ports.http, "https": node_ports.https,
-                                                      "status": node_ports.status})
-        raw["haproxy"].update(frontends=[
-            {"name": "http", "bind": f"127.0.0.1:{free_port()}", "gatewayPort": "http"},
-            {"name": "https", "bind": f"127.0.0.1:{free_port()}", "gatewayPort": "https"},
-        ])
+        raw["gateway"].update(
+            nodes=NODES, nodePorts={"http": node_ports.http, "https": node_ports.https, "status": node_ports.status}
+        )
+        raw["haproxy"].update(
+            frontends=[
+                {"name": "http", "bind": f"127.0.0.1:{free_port()}", "gatewayPort": "http"},
+                {"name": "https", "bind": f"127.0.0.1:{free_port()}", "gatewayPort": "https"},
+            ]
+        )
+
     return render_haproxy_config(make_config(mutate))
 
 
@@ -107,8 +110,11 @@ def _check_with_proxy_header(text: str) -> str:
     return text.replace(" send-proxy-v2\n", " send-proxy-v2 check-send-proxy\n")
 
 
-@pytest.mark.parametrize(("edit", "refused_with"), [(_old_http10_check, "426"), (_check_with_proxy_header, "400")],
-                         ids=["http10-check", "check-send-proxy"])
+@pytest.mark.parametrize(
+    ("edit", "refused_with"),
+    [(_old_http10_check, "426"), (_check_with_proxy_header, "400")],
+    ids=["http10-check", "check-send-proxy"],
+)
 def test_a_check_the_status_listener_refuses_marks_every_server_down(
     edit, refused_with, gateway_node_ports, tmp_path, request
 ):

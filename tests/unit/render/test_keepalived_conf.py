@@ -18,7 +18,6 @@ from components.haproxy_host.keepalived_conf import (
     PASSWORD_PARAM,
     render_keepalived_config,
 )
-
 from components.haproxy_host.scripts import SCRIPTS_DIR
 
 from ..conftest import haproxy_check, valid_raw
@@ -73,7 +72,9 @@ def test_vip_follows_haproxy_answering_on_its_runtime_api():
     text = render_keepalived_config(config, config.haproxy.hosts[0])
     assert f'script "{CHECK_SCRIPT} /run/haproxy/admin.sock' in text
     assert "track_script {\n        haproxy_answers\n    }" in text
-    assert not [l for l in text.splitlines() if l.strip().startswith("weight")], "a weight only lowers the priority; FAULT gives the VIP up"
+    assert not [line for line in text.splitlines() if line.strip().startswith("weight")], (
+        "a weight only lowers the priority; FAULT gives the VIP up"
+    )
     assert "nopreempt" in text and "state BACKUP" in text
 
 
@@ -129,7 +130,7 @@ def test_binds_on_the_vip_work_on_the_backup_host(tmp_path: Path):
 def test_metrics_listener_serves_the_prometheus_exporter_and_stats(tmp_path: Path):
     config = _pair_config(metrics={"bind": "127.0.0.1:8404"})
     text = render_haproxy_config(config)
-    section = text[text.index("frontend metrics"):]
+    section = text[text.index("frontend metrics") :]
     assert "    mode http\n    bind 127.0.0.1:8404\n" in section
     assert "http-request use-service prometheus-exporter if { path /metrics }" in section
     assert "stats uri /stats" in section

@@ -53,7 +53,7 @@ def test_interface_is_quoted() -> None:
 def test_the_password_comes_on_stdin_never_from_an_argument() -> None:
     apply_text = (SCRIPTS_DIR / "keepalived_apply.sh").read_text()
     assert "IFS= read -r vrrp_password" in apply_text
-    assert "chmod 600 \"$staging\"" in apply_text, "the live file holds the password: root only"
+    assert 'chmod 600 "$staging"' in apply_text, "the live file holds the password: root only"
 
 
 def test_install_adds_keepalived_only_for_a_vip() -> None:

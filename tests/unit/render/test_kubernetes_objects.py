@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from components.source_ip_policy.policies import NETWORK_RBAC_TYPE, authorization_policies, trusted_peer_filter
 from components.istio_mesh.releases import istio_releases
 from components.proxy_protocol.envoy_filter import (
     PROXY_CONFIG_ANNOTATION,
@@ -18,7 +17,7 @@ from components.proxy_protocol.envoy_filter import (
     gateway_topology,
     proxy_protocol_hash,
 )
-
+from components.source_ip_policy.policies import NETWORK_RBAC_TYPE, authorization_policies, trusted_peer_filter
 from tests.unit.conftest import make_config
 
 
@@ -64,7 +63,9 @@ def test_envoy_filter_matches_container_ports_not_node_ports():
 
 
 def test_envoy_filter_is_scoped_to_the_ports_haproxy_sends_to():
-    config = make_config(lambda r: r["haproxy"].update(frontends=[{"name": "tls", "bind": ":443", "gatewayPort": "https"}]))
+    config = make_config(
+        lambda r: r["haproxy"].update(frontends=[{"name": "tls", "bind": ":443", "gatewayPort": "https"}])
+    )
     ports = [p["match"]["listener"]["portNumber"] for p in _inserts(config)]
     assert ports == [443]
 
@@ -98,7 +99,10 @@ def test_istiod_values_carry_gateway_topology_and_gateway_is_a_pinned_nodeport()
     base, istiod, gateway = istio_releases(make_config(_native))
     assert [r.chart for r in (base, istiod, gateway)] == ["base", "istiod", "gateway"]
     assert {r.version for r in (base, istiod, gateway)} == {"1.31.4"}
-    assert istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {"numTrustedProxies": 0, "proxyProtocol": {}}
+    assert istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {
+        "numTrustedProxies": 0,
+        "proxyProtocol": {},
+    }
     # The mesh-wide default (other gateways of the mesh) keeps following the mode.
     _, envoyfilter_istiod, _ = istio_releases(make_config())
     assert envoyfilter_istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {"numTrustedProxies": 0}
@@ -120,7 +124,9 @@ def test_adopted_istio_installs_nothing_and_patches_the_gateway_pods():
     patch = gateway_deployment_patch(config)
     annotations = patch["spec"]["template"]["metadata"]["annotations"]
     assert patch["metadata"] == {"name": "istio-ingressgateway", "namespace": "istio-system"}
-    assert json.loads(annotations[PROXY_CONFIG_ANNOTATION]) == {"gatewayTopology": {"numTrustedProxies": 0, "proxyProtocol": {}}}
+    assert json.loads(annotations[PROXY_CONFIG_ANNOTATION]) == {
+        "gatewayTopology": {"numTrustedProxies": 0, "proxyProtocol": {}}
+    }
     assert gateway_deployment_patch(make_config()) is None
 
 
@@ -130,13 +136,17 @@ def test_roll_hash_changes_with_the_pods_proxy_config_only():
     # The mode and strictness live in the EnvoyFilter, which istiod pushes to running pods.
     assert base == proxy_protocol_hash(make_config(_native))
     assert base == proxy_protocol_hash(make_config(lambda r: r["proxyProtocol"].update(strict=False)))
-    assert base != proxy_protocol_hash(make_config(lambda r: r["istio"].update(numTrustedProxies=1, httpProxiesInFront=True)))
+    assert base != proxy_protocol_hash(
+        make_config(lambda r: r["istio"].update(numTrustedProxies=1, httpProxiesInFront=True))
+    )
     assert base == proxy_protocol_hash(make_config(lambda r: r["access"].update(allow=["192.0.2.0/24"])))
     assert gateway_pod_annotations(make_config())[ROLL_ANNOTATION] == base
 
 
 def test_policies_use_remote_ip_blocks_on_the_gateway():
-    config = make_config(lambda r: r.update(access={"allow": ["198.51.100.0/24", "2001:db8::/32"], "deny": ["198.51.100.66/32"]}))
+    config = make_config(
+        lambda r: r.update(access={"allow": ["198.51.100.0/24", "2001:db8::/32"], "deny": ["198.51.100.66/32"]})
+    )
     deny, allow = authorization_policies(config)
     for policy in (deny, allow):
         assert policy["apiVersion"] == "security.istio.io/v1"
@@ -229,10 +239,20 @@ def _remote_ip_blocks(config, suffix: str) -> list[str]:
 
 
 def test_adjacent_and_overlapping_networks_are_merged_allow_and_deny_separately():
-    config = make_config(lambda r: r.update(access={
-        "allow": ["198.51.100.0/25", "198.51.100.128/25", "198.51.100.7/32", "2001:db8::/33", "2001:db8:8000::/33"],
-        "deny": ["203.0.113.0/25", "203.0.113.128/26", "203.0.113.192/26", "198.51.100.66/32"],
-    }))
+    config = make_config(
+        lambda r: r.update(
+            access={
+                "allow": [
+                    "198.51.100.0/25",
+                    "198.51.100.128/25",
+                    "198.51.100.7/32",
+                    "2001:db8::/33",
+                    "2001:db8:8000::/33",
+                ],
+                "deny": ["203.0.113.0/25", "203.0.113.128/26", "203.0.113.192/26", "198.51.100.66/32"],
+            }
+        )
+    )
     assert _remote_ip_blocks(config, "allow") == ["198.51.100.0/24", "2001:db8::/32"]
     # Never merged with the allow list: 198.51.100.66 stays a DENY inside an allowed /24.
     assert _remote_ip_blocks(config, "deny") == ["198.51.100.66/32", "203.0.113.0/24"]
