@@ -195,7 +195,7 @@ wait_for_identity() {
 # apply_managed_file STAGING IDENTITY: checks the staged file, swaps it in atomically (the previous
 # kept), enables the service and starts or reloads it. "Applied" means the running service reports
 # IDENTITY, not that a file is in place or that a command returned 0 (the Debian units' reloads
-# return 0 whatever the service makes of the file; DESIGN.md). Otherwise the previous file goes
+# return 0 whatever the service makes of the file; docs/design.md). Otherwise the previous file goes
 # back and runs again, and the script fails. Exits the script.
 apply_managed_file() {
   staging=$1 want=$2

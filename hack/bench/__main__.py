@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:  # after each bench, so a later failure keeps what was measured
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
-    # On a virtual machine the hypervisor may give this machine's CPUs to others (steal): a
+    # On a virtual machine the hypervisor may give the lab machine's CPUs to others (steal): a
     # figure measured while it did is slower for reasons outside the edge. Each part says how much.
     steal: dict[str, float | None] = report["machine"].setdefault("cpu_steal", {})
     mark = cpu_times()

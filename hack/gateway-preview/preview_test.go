@@ -552,7 +552,7 @@ func withoutRemovePatches(configs []config.Config) []config.Config {
 	return out
 }
 
-// TestSwitchCheckCatchesTheOldDesign: before this change the pods carried the native parser only in
+// TestSwitchCheckCatchesTheOldDesign: a design where the pods carried the native parser only in
 // native mode and the EnvoyFilter only inserted its own, so a switch rolled the pods: native pods
 // next to the EnvoyFilter not yet deleted had two parsers, envoyfilter pods before the EnvoyFilter
 // existed had none. The listener-filter check reports both states.

@@ -128,7 +128,7 @@ lab_processes() {  # run directory
 } 2>/dev/null
 
 # Refuses to touch a lab of the same name that another checkout has up. A lab none of whose
-# processes runs any more (the session that made it was killed before its make lab-down, which a
+# processes runs any more (its run was killed before its make lab-down, which a
 # CI machine's next run must survive) is only in the way: its remains are removed.
 refuse_foreign_lab() {
   local owner
@@ -139,7 +139,7 @@ refuse_foreign_lab() {
       ABANDONED_LAB_DIR=$owner bash "$LAB_REPO/hack/lab/down.sh"
       return 0
     fi
-    log "a lab '$LAB_NAME' from $owner is up on this machine: run make lab-down in that checkout first" >&2
+    log "a lab '$LAB_NAME' from $owner is up on the lab machine: run make lab-down in that checkout first" >&2
     exit 1
   fi
 }

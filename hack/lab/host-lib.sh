@@ -4,13 +4,13 @@
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-# --register=no --keep-unit: this machine runs no systemd (no machined, no bus to ask for a scope);
+# --register=no --keep-unit: the lab machine runs no systemd (no machined, no bus to ask for a scope);
 # the container gets cgroups of its own instead (host_cgroups in hack/lab/common.sh).
 # The container joins its edge namespace, so its sshd and HAProxy listen on the host's addresses.
 # Its /proc, /sys, /dev and /run are mounted in the container's own mount namespace: the host's
 # mount table gets nothing. SIGTERM to nspawn halts it cleanly (SIGRTMIN+3 to its systemd).
 # Like a real host it manages its own network (CAP_NET_ADMIN, writable /proc/sys/net: keepalived's
-# VIP, non-local binds); the namespace is its alone, so that reaches nothing else on this machine.
+# VIP, non-local binds); the namespace is its alone, so that reaches nothing else on the lab machine.
 boot_host() {  # root, namespace, pid file, cgroups file, console log
   local root=$1 ns=$2 pidfile=$3 cgroups=$4 console=$5
   host_cgroups "source-ip-edge-$ns" >"$cgroups"

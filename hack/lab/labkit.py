@@ -139,7 +139,7 @@ class Lab:
         return json.loads(result.stdout)
 
     def host_path(self, path: str) -> Path:
-        """A file of the HAProxy host as the host sees it, read from this machine.
+        """A file of the HAProxy host as the host sees it, read from the lab machine.
 
         Through the root of the host's PID 1 while it runs, so /run (a tmpfs in the container's
         own mount namespace) is seen as the host sees it; the root directory once it is halted.
@@ -149,7 +149,7 @@ class Lab:
         return root / path.lstrip("/")
 
     def host_init_pid(self) -> int | None:
-        """The HAProxy host's systemd (PID 1 in its container), as a pid of this machine."""
+        """The HAProxy host's systemd (PID 1 in its container), as a pid of the lab machine."""
         for pid in self.namespace_pids(self.edge_namespace):
             if _namespace_pids(pid)[1:] == [1]:
                 return pid
@@ -250,7 +250,7 @@ class Lab:
         return result.stdout
 
     def master_pid(self) -> int | None:
-        """The HAProxy master's pid (a pid of this machine), from the host's pidfile, if alive.
+        """The HAProxy master's pid (a pid of the lab machine), from the host's pidfile, if alive.
 
         The pidfile holds the pid inside the host's own PID namespace: matched through NSpid.
         """

@@ -110,7 +110,7 @@ def test_gateway_service_has_the_node_ports_the_config_pins(edge) -> None:
 
 
 def test_haproxy_reports_every_gateway_up_after_a_passed_check(edge) -> None:
-    # From HAProxy's runtime API on the host (its admin socket, reached from this machine through
+    # From HAProxy's runtime API on the host (its admin socket, reached from the lab machine through
     # the host's root), not from a log line. The stand-ins answer like Envoy's status listener
     # (docs/stand-ins.md), so an HTTP/1.0 check would leave every server DOWN with L7STS 426.
     states = wait_until_checked(edge.lab.host_path(ADMIN_SOCKET), timeout=15)
@@ -208,8 +208,8 @@ def _file_identity(edge) -> str:
 
 
 def _apply_shells(edge) -> list[int]:
-    """This machine's pids of the lab host's shells running our apply command (by its text),
-    only in the host's pid namespace: other apply scripts on this machine are not touched."""
+    """The lab machine's pids of the lab host's shells running our apply command (by its text),
+    only in the host's pid namespace: other apply scripts on the lab machine are not touched."""
     init = edge.lab.host_init_pid()
     assert init, "the lab host runs"
     host_pid_ns = os.readlink(f"/proc/{init}/ns/pid")
@@ -228,7 +228,8 @@ def _apply_shells(edge) -> list[int]:
 
 
 def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> None:
-    # Finding 3: the old scripts saw the file in place, said "unchanged" and never reloaded.
+    # A file already in place must still be loaded: an apply that only compared files would say
+    # "unchanged" and never reload.
     # Debian's reload is made to hang (a runtime drop-in on the lab host), the apply is killed
     # once the new file is in place, then the next `pulumi up` must load it.
     before = _loaded_identity(edge)
@@ -271,7 +272,7 @@ def test_apply_cut_between_swap_and_reload_is_finished_by_the_next_up(edge) -> N
 
 
 def test_systemd_reload_the_workers_cannot_complete_is_rolled_back(edge) -> None:
-    # Finding 4 on the real unit: `haproxy -c` accepts a bind to an address the host lacks and
+    # On the real unit: `haproxy -c` accepts a bind to an address the host lacks and
     # `systemctl reload` returns 0; the runtime API shows the old workers still running.
     good = edge.lab.host_path(CONFIG).read_text()
     running = _loaded_identity(edge)

@@ -1,5 +1,5 @@
 """Faults through `pulumi up` on the lab: each ends with every visitor served and the next
-`pulumi up` converging with nothing lost (issue 11). The cut apply and the reload the workers
+`pulumi up` converging with nothing lost. The cut apply and the reload the workers
 cannot complete are in test_lab_edge.py; failover of the HA pair in test_lab_ha.py.
 """
 

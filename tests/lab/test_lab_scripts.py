@@ -1,6 +1,6 @@
 """The lab's scripts with a lab another checkout left: removed when none of its processes runs, refused while one does.
 
-A session killed before its `make lab-down` leaves namespaces and a run directory whose processes are
+A run killed before its `make lab-down` leaves namespaces and a run directory whose processes are
 gone; the next `make lab` on that machine (a CI run on a fresh clone) must not be stopped by them.
 A lab with any process left is someone's running lab and is never touched.
 
@@ -102,7 +102,7 @@ def test_a_lab_with_a_process_left_is_refused_and_untouched(foreign_lab, where: 
         process.wait()
 
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"a lab '{LAB_NAME}' from {lab_dir} is up on this machine" in result.stderr
+    assert f"a lab '{LAB_NAME}' from {lab_dir} is up on the lab machine" in result.stderr
     assert "carried on" not in result.stdout
     assert (lab_dir / "up").exists()
     assert (run_base / f"{LAB_NAME}.owner").read_text().strip() == str(lab_dir)

@@ -1,4 +1,4 @@
-"""The gateway's listeners as the lab's running istiod serves them (issue: a real control plane).
+"""The gateway's listeners as the lab's running istiod serves them (a real control plane).
 
 gateway-preview connects to the lab-test control plane's istiod over xDS as each ready gateway pod,
 with the node identity and metadata pilot-agent computes from that pod (hack/lab/gateway_xds.py,

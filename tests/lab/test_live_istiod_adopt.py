@@ -1,4 +1,4 @@
-"""istio.install: false: the stack adopts an Istio the lab installed outside it (issue: a real
+"""istio.install: false: the stack adopts an Istio the lab installed outside it (a real
 control plane). Helm installs base, istiod and the gateway chart from the lab's repository into the
 lab-test control plane, as a platform team would have; the stack then only patches the gateway
 Deployment's pod annotations (its ProxyConfig, which rolls the pods), adds its EnvoyFilters and

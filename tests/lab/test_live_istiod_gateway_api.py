@@ -1,4 +1,4 @@
-"""gateway.api: gateway-api in the lab, with istiod's own deployment controller (issue: Gateway API).
+"""gateway.api: gateway-api in the lab, with istiod's own deployment controller (Gateway API).
 
 The lab-test stack, converged with the gateway chart by the earlier files, switches to a Gateway API
 Gateway and back, each in one `pulumi up`. istiod deploys the Gateway's Deployment and Service in

@@ -1,4 +1,4 @@
-"""Rollouts observed, not assumed (issue: a real control plane), on the lab-test stack with the
+"""Rollouts observed, not assumed, on the lab-test stack with the
 gateway chart. The gateway pods' ProxyConfig (read by Envoy at start only) carries
 gatewayTopology: numTrustedProxies, and always the native PROXY parser, which the EnvoyFilter
 replaces in envoyfilter mode (render/proxy_protocol.py). So a numTrustedProxies change rolls the

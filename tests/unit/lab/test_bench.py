@@ -58,7 +58,7 @@ def test_steal_is_the_hypervisors_share_of_all_cpu_time_between_two_readings():
     assert before == (35, 1000) and after == (170, 2000)
     assert steal_share(before, after) == 0.135  # 135 of 1,000 jiffies; guest time is inside user
     assert steal_share(after, after) is None
-    steal, total = cpu_times()  # this machine's own
+    steal, total = cpu_times()  # the lab machine's own
     assert 0 <= steal <= total
 
 

@@ -93,7 +93,7 @@ class Host:
         self.systemd = tmp / "systemd"
         self.dpkg = tmp / "dpkg"
         self.dpkg.mkdir()
-        (self.dpkg / "installed").write_text("haproxy\nsocat\n")  # as on this machine (make setup)
+        (self.dpkg / "installed").write_text("haproxy\nsocat\n")  # as on the lab machine (make setup)
         self.env = dict(
             os.environ,
             PATH=f"{STAND_INS}:{os.environ['PATH']}" if manager == "systemd" else os.environ["PATH"],
@@ -362,7 +362,7 @@ def test_rejected_config_fails_at_check_and_touches_nothing(host: Host) -> None:
 
 def test_reload_that_cannot_bind_is_detected_and_rolled_back(host: Host) -> None:
     # `haproxy -c` passes (it does not bind) but the host has no 192.0.2.99. Debian's unit still
-    # returns 0 from `systemctl reload` (finding 4): only the runtime API tells.
+    # returns 0 from `systemctl reload`: only the runtime API tells.
     port = _free_port()
     good = _config(host.params, port)
     assert host.apply(good).returncode == 0
@@ -380,7 +380,7 @@ def test_reload_that_cannot_bind_is_detected_and_rolled_back(host: Host) -> None
 
 
 def test_file_in_place_but_not_loaded_is_reloaded(host: Host) -> None:
-    # Finding 3: the state an apply cut between swap and reload leaves behind.
+    # The state an apply cut between swap and reload leaves behind.
     port = _free_port()
     old, new = _config(host.params, port), _config(host.params, port, balance="leastconn")
     assert host.apply(old).returncode == 0
@@ -489,7 +489,7 @@ def test_restore_keeps_haproxy_running_when_it_ran_before_us(host: Host) -> None
 
 
 def test_restore_without_a_record_keeps_the_live_config_and_process(host: Host) -> None:
-    # Finding 2: with the state directory gone, the old restore deleted haproxy.cfg and stopped
+    # With the state directory gone, a restore that trusted it would delete haproxy.cfg and stopped
     # the running haproxy.
     config = _config(host.params, _free_port())
     assert host.apply(config).returncode == 0
@@ -519,8 +519,8 @@ def test_lost_state_dir_never_takes_our_config_for_the_original(host: Host) -> N
 
 
 def test_the_host_is_recorded_before_our_install_and_uninstall_returns_to_it(systemd_host: Host) -> None:
-    # Finding 6: before, the record was taken after the package install (whose postinst enables
-    # haproxy.service), so destroy believed the host had haproxy enabled.
+    # The record must not be taken after the package install (whose postinst enables
+    # haproxy.service), or destroy would believe the host had haproxy enabled.
     host = systemd_host
     (host.dpkg / "installed").write_text("base-files\n")
     installed = host.run(install_script(host.params))

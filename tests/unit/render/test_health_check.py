@@ -99,7 +99,7 @@ def test_rendered_check_marks_every_gateway_server_up(gateway_node_ports, tmp_pa
 
 
 def _old_http10_check(text: str) -> str:
-    """The check before issue 8: HTTP/1.0 without Host, which Envoy's status listener answers with 426."""
+    """The naive check: HTTP/1.0 without Host, which Envoy's status listener answers with 426."""
     assert text.count(CHECK_LINES) == 2
     return text.replace(CHECK_LINES, "    option httpchk GET /healthz/ready\n")
 

@@ -40,7 +40,7 @@ def _pair_config(frontends=None, metrics=None, unicast=False, hosts=2):
 def _an_interface() -> str:
     """keepalived -t refuses an interface the machine lacks, and loopback; any other one will do."""
     names = sorted(p.name for p in Path("/sys/class/net").iterdir() if p.name != "lo")
-    assert names, "this machine has no network interface but lo"
+    assert names, "the lab machine has no network interface but lo"
     return names[0]
 
 
