@@ -253,7 +253,8 @@ class IstioSettings:
         """Whether this Istio is release `since` (major, minor) or later. As in semver, a pre-release
         comes before its release: 1.19.0-rc.1 is not yet 1.19, while 1.20.0-dev is past 1.19."""
         major, minor, patch = self.version_tuple
-        is_prerelease = _VERSION.match(self.version)[4] is not None
+        match = _VERSION.match(self.version)
+        is_prerelease = match is not None and match[4] is not None
         return (major, minor, patch, not is_prerelease) >= (*since, 0, True)
 
 
@@ -292,9 +293,9 @@ def collapse_networks(
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     """Fewer, equivalent networks (ipaddress.collapse_addresses), IPv4 first, each version sorted."""
     networks = list(networks)
-    return tuple(
-        net for version in (4, 6) for net in ipaddress.collapse_addresses(n for n in networks if n.version == version)
-    )
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    return (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import pulumi
 
 from components.config import PROJECT, TOP_LEVEL_KEYS, ConfigError, StackConfig, check_known_keys, parse_stack_config
-from components.edge.component import SourceIpEdge
+from components.edge.component import SourceIpEdge, SourceIpEdgeArgs
 from components.istio_mesh.gateway_api import cluster_crd_versions
-from components.istio_objects import check_required_crds, required_crds
+from components.istio_mesh.gateway_api_crds import check_required_crds, required_crds
 
 CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
 
@@ -66,4 +66,7 @@ def build(crd_versions: CrdVersions = cluster_crd_versions) -> SourceIpEdge:
     """`crd_versions` reads the cluster's CRDs; the offline render and the tests pass their own."""
     config, secrets = read_stack_config()
     check_cluster(config, crd_versions)
-    return SourceIpEdge("edge", {"config": config, **secrets})
+    args: SourceIpEdgeArgs = {"config": config, "ssh_private_key": secrets["ssh_private_key"]}
+    if "vrrp_password" in secrets:
+        args["vrrp_password"] = secrets["vrrp_password"]
+    return SourceIpEdge("edge", args)

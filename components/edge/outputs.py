@@ -11,7 +11,8 @@ from components.config import StackConfig
 from components.haproxy_host.haproxy_cfg import config_sha256
 from components.istio_objects import GATEWAY_API_GROUP, generated_name, generated_pod_labels, parameters_name
 from components.proxy_protocol.envoy_filter import envoy_filter, envoy_filter_name
-from components.source_ip_policy.policies import policy_names, trusted_peer_filter, trusted_peer_filter_name
+from components.source_ip_policy.policies import policy_names
+from components.trusted_peer_lock.envoy_filter import trusted_peer_filter, trusted_peer_filter_name
 
 
 def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
 def _gateway(config: StackConfig) -> dict[str, Any]:
     """What runs the gateway: the chart's Deployment, or a Gateway API Gateway and what istiod generates for it."""
     istio, gateway = config.istio, config.gateway
-    service = {"type": gateway.service_type, "externalTrafficPolicy": gateway.external_traffic_policy}
+    service: dict[str, Any] = {"type": gateway.service_type, "externalTrafficPolicy": gateway.external_traffic_policy}
     if gateway.service_type == "NodePort":
         service["nodePorts"] = dict(gateway.node_ports)
     if gateway.api == "gateway-api":

@@ -74,7 +74,8 @@ vrrp_instance {INSTANCE} {{
 
 def _unicast(config: StackConfig, host: SshHost) -> str:
     """haproxy.vip.unicast: adverts from this host's address to the others', not to 224.0.0.18."""
-    if not config.haproxy.vip.unicast:
+    vip = config.haproxy.vip
+    if vip is None or not vip.unicast:
         return ""
     peers = "".join(f"        {other.address}\n" for other in config.haproxy.hosts if other is not host)
     return (

@@ -1,22 +1,20 @@
-"""The Gateway API objects of a gateway.api: gateway-api stack, as resources of the IstioMesh: the
-pinned Gateway API CRDs (or a read of the ones an adopted cluster has), the Service overlay
-ConfigMap and the Gateway; and the look at an adopted cluster's CRDs the program makes before it
-declares anything."""
+"""The Gateway API CRDs of a gateway.api: gateway-api stack, as resources of the IstioMesh: the
+pinned install (or a read of the ones an adopted cluster has); and the look at an adopted
+cluster's CRDs the program makes before it declares anything."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
 from components.config import ConfigError, StackConfig
-from components.custom_resource import custom_resource
-from components.istio_objects import gateway, gateway_api_install, gateway_parameters, required_crds
+from components.istio_mesh.gateway_api_crds import gateway_api_install, required_crds
 
 if TYPE_CHECKING:
     import kubernetes
@@ -105,24 +103,3 @@ def gateway_api_crds(
         # A read, not a create: a missing CRD fails the preview with the provider's "not found" for it.
         created.append(k8s.apiextensions.v1.CustomResourceDefinition.get(f"{name}-{crd}", crd, opts=opts))
     return created
-
-
-def gateway_api_gateway(
-    name: str, config: StackConfig, provider: k8s.Provider | None, parent: pulumi.Resource, after: Sequence[Any]
-) -> list[pulumi.Resource]:
-    """The Service overlay ConfigMap, then the Gateway (istiod refuses a parametersRef to a missing one)."""
-    parameters, gateway_object = gateway_parameters(config), gateway(config)
-    if gateway_object is None or parameters is None:
-        return []
-    opts = pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=list(after))
-    overlay = k8s.core.v1.ConfigMap(
-        f"{name}-{parameters['metadata']['name']}", metadata=parameters["metadata"], data=parameters["data"], opts=opts
-    )
-    return [
-        overlay,
-        custom_resource(
-            f"{name}-gateway-{gateway_object['metadata']['name']}",
-            gateway_object,
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[overlay])),
-        ),
-    ]

@@ -1,5 +1,4 @@
-"""SourceIpPolicy: AuthorizationPolicies on the gateway by the visitor's (PROXY-derived) address,
-and the trusted-peer lock on the listeners HAProxy sends to."""
+"""SourceIpPolicy: AuthorizationPolicies on the gateway by the visitor's (PROXY-derived) address."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import StackConfig
 from components.custom_resource import custom_resource
-from components.source_ip_policy.policies import authorization_policies, trusted_peer_filter
+from components.source_ip_policy.policies import authorization_policies
 
 
 class SourceIpPolicyArgs(TypedDict):
@@ -19,37 +18,17 @@ class SourceIpPolicyArgs(TypedDict):
     """The validated stack configuration."""
     provider: k8s.Provider | None
     """Kubernetes provider; None uses the ambient kubeconfig."""
-    policies_after: Sequence[pulumi.Resource]
-    """The AuthorizationPolicies go in after these: HAProxy too for the gateway chart (a live
-    gateway's clients keep their direct path until HAProxy sends PROXY); the Gateway for a
-    Gateway API gateway, whose pods get no traffic before HAProxy moves to them, so that they never
-    serve a visitor without the allow and deny lists."""
+    after: Sequence[pulumi.Resource]
+    """What the policies wait for (the edge's composition says which, and why)."""
 
 
 class SourceIpPolicy(pulumi.ComponentResource):
     policies: list[k8s.apiextensions.CustomResource]
     """The AuthorizationPolicies, DENY before ALLOW."""
-    trusted_peer_lock: k8s.apiextensions.CustomResource | None
-    """The EnvoyFilter that refuses direct peers other than access.trustedPeers, if any."""
 
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
-        self._name, self._args = name, args
-        policy_opts = pulumi.ResourceOptions(
-            parent=self, provider=args["provider"], depends_on=list(args["policies_after"])
-        )
-        self.policies = [
-            custom_resource(f"{name}-{policy['metadata']['name']}", policy, policy_opts)
-            for policy in authorization_policies(args["config"])
-        ]
-        self.trusted_peer_lock = None
-
-    def lock_after(self, hosts: Sequence[pulumi.Resource]) -> None:
-        """The trusted-peer lock, once HAProxy sends PROXY (before, the gateway's direct clients are
-        not HAProxy): a second step, because a Gateway API gateway's HAProxy hosts wait for the
-        policies above, and the lock waits for the hosts."""
-        lock = trusted_peer_filter(self._args["config"])
-        if lock:
-            opts = pulumi.ResourceOptions(parent=self, provider=self._args["provider"], depends_on=list(hosts))
-            self.trusted_peer_lock = custom_resource(f"{self._name}-{lock['metadata']['name']}", lock, opts)
-        self.register_outputs({"policies": [p.metadata["name"] for p in self.policies]})
+        policy_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"]))
+        manifests = authorization_policies(args["config"])
+        self.policies = [custom_resource(f"{name}-{m['metadata']['name']}", m, policy_opts) for m in manifests]
+        self.register_outputs({"policies": [m["metadata"]["name"] for m in manifests]})

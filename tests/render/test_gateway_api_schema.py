@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from components.config import GATEWAY_API_VERSION
-from components.istio_objects import GATEWAY_API_GROUP, PINNED_INSTALL
+from components.istio_mesh.gateway_api_crds import PINNED_INSTALL
+from components.istio_objects import GATEWAY_API_GROUP
 from hack.tools import gateway_api_crds
 
 from .test_istio_schema import _strict

@@ -36,6 +36,8 @@ class Registration:
     provider: str
     inputs: dict
     delete_before_replace: bool
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+    """Where this resource was before: (parent URN, name) of each alias spec (same type)."""
 
 
 @dataclass
@@ -80,6 +82,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     provider=request.provider,
                     inputs=inputs,
                     delete_before_replace=request.deleteBeforeReplace,
+                    aliases=[(a.spec.parentUrn, a.spec.name) for a in request.aliases if a.HasField("spec")],
                 )
             )
         return response

@@ -10,7 +10,15 @@ import sys
 from .conftest import ROOT
 
 PACKAGE = ROOT / "components"
-COMPONENT_FOLDERS = ("haproxy_host", "istio_mesh", "proxy_protocol", "source_ip_policy", "edge")
+COMPONENT_FOLDERS = (
+    "haproxy_host",
+    "istio_mesh",
+    "istio_gateway",
+    "proxy_protocol",
+    "source_ip_policy",
+    "trusted_peer_lock",
+    "edge",
+)
 # Modules that declare resources or run the program, besides each folder's component.py.
 EFFECTFUL = {"program.py", "render.py", "custom_resource.py", "istio_mesh/gateway_api.py"}
 
@@ -50,6 +58,8 @@ def test_every_component_folder_holds_its_component_resource() -> None:
         component = PACKAGE / folder / "component.py"
         assert component.is_file(), f"{folder}: no component.py"
         assert "pulumi.ComponentResource" in component.read_text(), f"{component}: no ComponentResource"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert folders == set(COMPONENT_FOLDERS), "a component folder the layout does not list, or one missing"
 
 
 def test_every_module_opens_with_a_line_that_says_what_lives_there() -> None:

@@ -202,3 +202,19 @@ def test_bad_config_fails_before_any_resource_with_one_line():
 def test_missing_private_key_is_refused():
     with pytest.raises(pulumi.RunError, match="sshPrivateKey: is required"):
         run_program(valid_raw(), ssh_private_key=None)
+
+
+# Resources that earlier versions of the edge declared under another component. Each must alias
+# its old parent and name, or `pulumi up` on an existing stack would delete and re-create the
+# object (the gateway's Helm release: every gateway pod).
+def test_moved_resources_alias_their_previous_parent_and_name():
+    raw = valid_raw()
+    raw["access"] = {"trustedPeers": ["203.0.113.10/32"]}
+    run = run_program(raw)
+    mesh = run.one("source-ip-edge:istio:IstioMesh").urn
+    policy = run.one("source-ip-edge:istio:SourceIpPolicy").urn
+    gateway = run.one(RELEASE, "-istio-ingressgateway")
+    lock = run.one(ENVOY_FILTER, "-istio-ingressgateway-trusted-peers")
+    assert gateway.aliases == [(mesh, "edge-mesh-istio-ingressgateway")]
+    assert lock.aliases == [(policy, "edge-policy-istio-ingressgateway-trusted-peers")]
+    assert gateway.parent != mesh and lock.parent != policy

@@ -55,6 +55,10 @@ def test_crds_then_istiod_then_envoy_filter_then_overlay_then_gateway_then_hapro
         assert policy.inputs["spec"]["targetRefs"][0]["kind"] == "Gateway"
     assert run.all(DEPLOYMENT_PATCH) == []
     assert run.outputs["gateway"]["kind"] == "Gateway"
+    # Declared by the IstioGateway; earlier versions made them under the IstioMesh: aliases keep them.
+    mesh = run.one("source-ip-edge:istio:IstioMesh").urn
+    assert overlay.aliases == [(mesh, "edge-mesh-istio-ingressgateway-gateway-parameters")]
+    assert gateway.aliases == [(mesh, "edge-mesh-gateway-istio-ingressgateway")]
 
 
 def test_adopted_istio_reads_the_gateway_api_crds_before_the_gateway():

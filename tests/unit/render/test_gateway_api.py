@@ -10,16 +10,14 @@ import yaml
 
 from components.config import GATEWAY_API_VERSION, ConfigError
 from components.edge.outputs import stack_outputs
-from components.istio_mesh.releases import istio_releases
-from components.istio_objects import (
-    gateway,
-    gateway_api_install,
-    gateway_parameters,
-    generated_name,
-    required_crds,
-)
+from components.istio_gateway.chart import gateway_release
+from components.istio_gateway.gateway_api import gateway, gateway_parameters
+from components.istio_mesh.gateway_api_crds import gateway_api_install, required_crds
+from components.istio_mesh.releases import control_plane_releases
+from components.istio_objects import generated_name
 from components.proxy_protocol.envoy_filter import PROXY_CONFIG_ANNOTATION, envoy_filter, gateway_deployment_patch
-from components.source_ip_policy.policies import authorization_policies, trusted_peer_filter
+from components.source_ip_policy.policies import authorization_policies
+from components.trusted_peer_lock.envoy_filter import trusted_peer_filter
 from tests.unit.conftest import make_config
 
 TARGET_REFS = [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "istio-ingressgateway"}]
@@ -172,7 +170,8 @@ def test_istio_objects_are_named_after_the_generated_workload_so_a_mode_switch_a
 
 
 def test_no_gateway_chart_and_no_deployment_patch():
-    assert [r.chart for r in istio_releases(_config())] == ["base", "istiod"]
+    assert [r.chart for r in control_plane_releases(_config())] == ["base", "istiod"]
+    assert gateway_release(_config()) is None
     assert gateway_deployment_patch(_config(lambda r: r["istio"].update(install=False))) is None
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from components.istio_mesh.releases import istio_releases
+from components.istio_gateway.chart import gateway_release
+from components.istio_mesh.releases import control_plane_releases
 from components.proxy_protocol.envoy_filter import (
     PROXY_CONFIG_ANNOTATION,
     PROXY_PROTOCOL_FILTER,
@@ -17,7 +18,8 @@ from components.proxy_protocol.envoy_filter import (
     gateway_topology,
     proxy_protocol_hash,
 )
-from components.source_ip_policy.policies import NETWORK_RBAC_TYPE, authorization_policies, trusted_peer_filter
+from components.source_ip_policy.policies import authorization_policies
+from components.trusted_peer_lock.envoy_filter import NETWORK_RBAC_TYPE, trusted_peer_filter
 from tests.unit.conftest import make_config
 
 
@@ -96,7 +98,8 @@ def test_istio_without_the_native_field_gets_no_native_parser():
 
 
 def test_istiod_values_carry_gateway_topology_and_gateway_is_a_pinned_nodeport():
-    base, istiod, gateway = istio_releases(make_config(_native))
+    base, istiod = control_plane_releases(make_config(_native))
+    gateway = gateway_release(make_config(_native))
     assert [r.chart for r in (base, istiod, gateway)] == ["base", "istiod", "gateway"]
     assert {r.version for r in (base, istiod, gateway)} == {"1.31.4"}
     assert istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {
@@ -104,7 +107,7 @@ def test_istiod_values_carry_gateway_topology_and_gateway_is_a_pinned_nodeport()
         "proxyProtocol": {},
     }
     # The mesh-wide default (other gateways of the mesh) keeps following the mode.
-    _, envoyfilter_istiod, _ = istio_releases(make_config())
+    _, envoyfilter_istiod = control_plane_releases(make_config())
     assert envoyfilter_istiod.values["meshConfig"]["defaultConfig"]["gatewayTopology"] == {"numTrustedProxies": 0}
     service = gateway.values["service"]
     assert service["type"] == "NodePort" and service["externalTrafficPolicy"] == "Local"
@@ -120,7 +123,7 @@ def test_istiod_values_carry_gateway_topology_and_gateway_is_a_pinned_nodeport()
 
 def test_adopted_istio_installs_nothing_and_patches_the_gateway_pods():
     config = make_config(lambda r: r["istio"].update(install=False))
-    assert istio_releases(config) == []
+    assert control_plane_releases(config) == [] and gateway_release(config) is None
     patch = gateway_deployment_patch(config)
     annotations = patch["spec"]["template"]["metadata"]["annotations"]
     assert patch["metadata"] == {"name": "istio-ingressgateway", "namespace": "istio-system"}
