@@ -4,7 +4,7 @@ the AuthorizationPolicies, their size, and the RBAC principals the gateway gets 
 Pure and offline (no namespaces, no root). Each istiod-generated `remote_ip` principal is one
 `remoteIpBlocks` entry (istio.io/istio pilot/pkg/security/authz/model/generator.go,
 remoteIPGenerator.principal), so principals are counted from the rendered policies. Measured with
-whatever render/source_ip_policy.py does today (collapsing or refusing, if it does).
+whatever components/source_ip_policy/policies.py does (collapsing or refusing, if it does).
 
     python -m hack.bench.access_scale [--runs 3] [--sizes 10,1000,100000]
 """

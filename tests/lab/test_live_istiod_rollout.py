@@ -1,7 +1,7 @@
 """Rollouts observed, not assumed, on the lab-test stack with the
 gateway chart. The gateway pods' ProxyConfig (read by Envoy at start only) carries
 gatewayTopology: numTrustedProxies, and always the native PROXY parser, which the EnvoyFilter
-replaces in envoyfilter mode (render/proxy_protocol.py). So a numTrustedProxies change rolls the
+replaces in envoyfilter mode (components/proxy_protocol/envoy_filter.py). So a numTrustedProxies change rolls the
 pods through the real Deployment controller, and the new pods are ready before HAProxy's config
 changes; strictness and the mode live in the EnvoyFilter, which istiod pushes to running pods, so
 lenient -> strict and envoyfilter -> native roll nothing, and, sampled from the live istiod while
