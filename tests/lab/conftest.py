@@ -33,7 +33,7 @@ def _lab_script(script: str, *args: str) -> None:
         ["bash", str(REPO / "hack" / "lab" / script), *args], env=env, capture_output=True, text=True, timeout=600
     )
     if result.returncode != 0:
-        raise RuntimeError(f"lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(f"hack/lab/{script} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
 
 
 def assert_visitors_arrive(lab: Lab, schemes: tuple[str, ...] = ("http", "https")) -> None:

@@ -102,7 +102,7 @@ def test_shell_files_are_found_by_extension_and_shebang(tmp_path: Path) -> None:
 def test_ci_entry_point_and_lab_scripts_are_linted() -> None:
     assert DISCOVERY_ERROR is None, DISCOVERY_ERROR
     assert ".ci/run" in SHELL_FILES
-    assert any(f.startswith("lab/") and f.endswith(".sh") for f in SHELL_FILES), SHELL_FILES
+    assert any(f.startswith("hack/lab/") and f.endswith(".sh") for f in SHELL_FILES), SHELL_FILES
 
 
 def test_shellcheck_flags_an_unquoted_expansion(tmp_path: Path) -> None:
