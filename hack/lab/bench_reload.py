@@ -5,7 +5,7 @@ Runs against a lab whose stack is up (`make lab`). Each round: a bounded load fr
 apart. The lab's host boots systemd, so these are `systemctl reload haproxy` (Debian's unit:
 `haproxy -c`, then USR2 to the master) and `systemctl restart haproxy` (stop + start); on a
 host without systemd, USR2 to the master and a stop + start of the master-worker daemon.
-Usage: python -m lab.bench_reload [LAB_NAME]
+Usage: python -m hack.lab.bench_reload [LAB_NAME]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ What is exported is what the API server holds after `pulumi up` (it accepted the
 istiod's validation webhook): every EnvoyFilter and AuthorizationPolicy in the lab's cluster, which
 only the stack creates. The server's bookkeeping (uid, resourceVersion, managedFields, status) is
 left out, so each file reads like a manifest. Exits non-zero when there is nothing to export.
-Usage: python -m lab.export_objects [LAB_NAME]   (kubectl of the toolchain on PATH)
+Usage: python -m hack.lab.export_objects [LAB_NAME]   (kubectl of the toolchain on PATH)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Prints one row per HAProxy host, one per gateway Service port, one per HAProxy-f
 the live istiod and one per visitor address; exits non-zero if a unit is not active, if not exactly
 one host holds the VIP, if a NodePort differs from the pinned one, if a check on the live listeners
 fails, or if any address does not match.
-Usage: python -m lab.prove [LAB_NAME]   (kubectl of the toolchain on PATH)
+Usage: python -m hack.lab.prove [LAB_NAME]   (kubectl of the toolchain on PATH)
 """
 
 from __future__ import annotations

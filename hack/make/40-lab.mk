@@ -22,12 +22,12 @@ lab-setup: setup lab-cache toolchain
 	$(TOOLCHAIN_ENV) && bash hack/lab/up.sh
 
 lab-prove:
-	$(TOOLCHAIN_ENV) && $(PY) -m lab.prove $(LAB_NAME)
+	$(TOOLCHAIN_ENV) && $(PY) -m hack.lab.prove $(LAB_NAME)
 
 # The stack's Istio objects as the lab's API server holds them, exported with kubectl into
 # build/<lab>/kubernetes and checked by Istio's own validation.
 lab-validate:
-	@$(TOOLCHAIN_ENV) && $(PY) -m lab.export_objects $(LAB_NAME) && \
+	@$(TOOLCHAIN_ENV) && $(PY) -m hack.lab.export_objects $(LAB_NAME) && \
 	files=$$(find $(BUILD)/$(LAB_NAME)/kubernetes -name '*.yaml' | sort) && \
 	istioctl validate $$(printf ' -f %s' $$files)
 
@@ -41,7 +41,7 @@ lab-down:
 
 # Numbers: requests lost during 3 reloads versus 3 restarts under load (needs `make lab` first).
 lab-bench:
-	$(PY) -m lab.bench_reload $(LAB_NAME)
+	$(PY) -m hack.lab.bench_reload $(LAB_NAME)
 
 # Integration tests on their own lab instance and stack (lab-test), through the Automation API.
 # Bounded: SIGINT after 40 min lets pytest run its finalizers (destroy, hack/lab/down.sh).
