@@ -217,6 +217,8 @@ class GatewaySettings:
     """gateway-api: Passthrough or Terminate."""
     https_certificate_secrets: tuple[str, ...] = ()
     """gateway-api, Terminate: the TLS Secrets of the HTTPS listener."""
+    node_names: Mapping[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = field(default_factory=dict)
+    """The Kubernetes node name of every node address (in `nodes` order), or empty: not given."""
 
     @property
     def backend_ports(self) -> dict[str, int]:
@@ -494,6 +496,7 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
     service_type = raw["serviceType"]
     if service_type == "LoadBalancer" and len(nodes) != 1:
         raise ConfigError("gateway.nodes", "must hold exactly the load balancer's IP when serviceType is LoadBalancer")
+    node_names = _parse_node_names(raw["nodeNames"], nodes, service_type)
     node_ports = _with_defaults(raw["nodePorts"], "gateway.nodePorts")
     for name, port in node_ports.items():
         if port not in NODE_PORT_RANGE:
@@ -562,7 +565,42 @@ def _parse_gateway(raw: Mapping[str, Any]) -> GatewaySettings:
         allowed_route_labels=dict(namespace_labels),
         https_tls_mode=https_tls["mode"],
         https_certificate_secrets=secrets,
+        node_names=node_names,
     )
+
+
+def _parse_node_names(
+    raw: Mapping[str, str],
+    nodes: Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    service_type: str,
+) -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str]:
+    """gateway.nodeNames: every address of gateway.nodes named, or none; keyed and ordered as `nodes`."""
+    if not raw:
+        return {}
+    key = "gateway.nodeNames"
+    if service_type != "NodePort":
+        raise ConfigError(key, f"is only used with serviceType: NodePort (serviceType is {service_type})")
+    named: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+    for address, name in raw.items():
+        ip = _ip_or_none(address)
+        if ip is None:
+            raise ConfigError(
+                key, f"{json.dumps(address)} is not an IP address; its keys are the addresses in gateway.nodes"
+            )
+        if ip not in nodes:
+            raise ConfigError(key, f"{address} is not one of gateway.nodes")
+        if ip in named:
+            raise ConfigError(key, f"{address} is named twice ({named[ip]} and {name})")
+        named[ip] = name
+    missing = [f"{node} (gateway.nodes[{i}])" for i, node in enumerate(nodes) if node not in named]
+    if missing:
+        raise ConfigError(key, f"has no name for {', '.join(missing)}; name every node of gateway.nodes, or none")
+    by_name: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    for ip, name in named.items():
+        if name in by_name:
+            raise ConfigError(key, f"{by_name[name]} and {ip} are both named {name}: one node has one address here")
+        by_name[name] = ip
+    return {node: named[node] for node in nodes}
 
 
 def _parse_haproxy(raw: Mapping[str, Any]) -> HAProxySettings:

@@ -60,7 +60,8 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
 
 
 def _gateway(config: StackConfig) -> dict[str, Any]:
-    """What runs the gateway: the chart's Deployment, or a Gateway API Gateway and what istiod generates for it."""
+    """What runs the gateway: the chart's Deployment or DaemonSet, or a Gateway API Gateway and what istiod
+    generates for it."""
     istio, gateway = config.istio, config.gateway
     service: dict[str, Any] = {"type": gateway.service_type, "externalTrafficPolicy": gateway.external_traffic_policy}
     if gateway.service_type == "NodePort":
@@ -83,7 +84,8 @@ def _gateway(config: StackConfig) -> dict[str, Any]:
         }
     return {
         "api": gateway.api,
-        "kind": "Deployment",
+        # gateway.nodeNames: the chart's DaemonSet on the named nodes (istio_mesh/placement.py).
+        "kind": "DaemonSet" if istio.install and gateway.node_names else "Deployment",
         "namespace": istio.namespace,
         "name": istio.gateway_name,
         "labels": dict(istio.gateway_labels),

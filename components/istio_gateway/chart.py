@@ -1,11 +1,13 @@
 """The gateway chart's Helm release (gateway.api: istio, istio.install: true): the ingress gateway
-Deployment and its NodePort Service with the pinned nodePorts. Pure: imports nothing from pulumi."""
+Deployment (a DaemonSet on the nodes of gateway.nodeNames) and its NodePort Service with the pinned
+nodePorts. Pure: imports nothing from pulumi."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from components.config import GATEWAY_SERVICE_PORTS, StackConfig
+from components.istio_gateway.placement import gateway_placement_values
 from components.istio_mesh.releases import HelmReleaseSpec, helm_release
 from components.proxy_protocol.envoy_filter import gateway_pod_annotations
 
@@ -29,6 +31,7 @@ def gateway_values(config: StackConfig) -> dict[str, Any]:
         return entry
 
     return {
+        **gateway_placement_values(config),
         "labels": dict(config.istio.gateway_labels),
         "podAnnotations": gateway_pod_annotations(config),
         "service": {

@@ -14,6 +14,7 @@ from components.config import StackConfig
 from components.custom_resource import custom_resource
 from components.istio_gateway.chart import gateway_release
 from components.istio_gateway.gateway_api import gateway, gateway_parameters
+from components.istio_gateway.placement import gateway_daemonset_patch
 from components.istio_mesh.component import helm_release
 
 
@@ -32,7 +33,8 @@ class IstioGatewayArgs(TypedDict):
 
 class IstioGateway(pulumi.ComponentResource):
     resources: list[pulumi.Resource]
-    """The gateway's release, or its ConfigMap overlay then its Gateway; empty when adopted."""
+    """The gateway's release (and with gateway.nodeNames its DaemonSet's update strategy), or its
+    ConfigMap overlay then its Gateway; empty when adopted."""
 
     def __init__(self, name: str, args: IstioGatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:IstioGateway", name, {}, opts)
@@ -48,6 +50,17 @@ class IstioGateway(pulumi.ComponentResource):
             self.resources.append(
                 helm_release(f"{name}-{release.name}", release, provider, self, after, False, moved(release.name))
             )
+            patch = gateway_daemonset_patch(config)
+            if patch is not None:
+                # The DaemonSet's update strategy, which the chart cannot set (placement.py).
+                self.resources.append(
+                    k8s.apps.v1.DaemonSetPatch(
+                        f"{name}-{patch['metadata']['name']}-update-strategy",
+                        metadata={**patch["metadata"], "annotations": {"pulumi.com/patchForce": "true"}},
+                        spec=patch["spec"],
+                        opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=self.resources[-1:]),
+                    )
+                )
         parameters, gateway_object = gateway_parameters(config), gateway(config)
         if parameters is not None and gateway_object is not None:
             overlay_name = parameters["metadata"]["name"]

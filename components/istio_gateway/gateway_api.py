@@ -22,7 +22,14 @@ from typing import Any
 import yaml
 
 from components.config import GATEWAY_SERVICE_PORTS, StackConfig
-from components.istio_objects import GATEWAY_API_GROUP, GATEWAY_CLASS, parameters_name, uses_gateway_api
+from components.istio_gateway.placement import gateway_api_placement_overlays
+from components.istio_objects import (
+    GATEWAY_API_GROUP,
+    GATEWAY_CLASS,
+    GATEWAY_NAME_LABEL,
+    parameters_name,
+    uses_gateway_api,
+)
 from components.proxy_protocol.envoy_filter import gateway_pod_annotations
 
 SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
@@ -91,7 +98,8 @@ def gateway(config: StackConfig) -> dict[str, Any] | None:
 
 
 def gateway_parameters(config: StackConfig) -> dict[str, Any] | None:
-    """The ConfigMap the Gateway's parametersRef names: an overlay of the generated Service."""
+    """The ConfigMap the Gateway's parametersRef names: an overlay of the generated Service, and with
+    gateway.nodeNames of the generated Deployment and PodDisruptionBudget (one pod per named node)."""
     if not uses_gateway_api(config):
         return None
     gateway_settings = config.gateway
@@ -109,5 +117,13 @@ def gateway_parameters(config: StackConfig) -> dict[str, Any] | None:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": parameters_name(config), "namespace": config.istio.namespace},
-        "data": {"service": yaml.safe_dump({"spec": service_spec}, sort_keys=False)},
+        "data": {
+            "service": yaml.safe_dump({"spec": service_spec}, sort_keys=False),
+            **{
+                key: yaml.safe_dump(overlay, sort_keys=False)
+                for key, overlay in gateway_api_placement_overlays(
+                    config, {GATEWAY_NAME_LABEL: config.istio.gateway_name}
+                ).items()
+            },
+        },
     }
