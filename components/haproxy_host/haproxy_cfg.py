@@ -20,6 +20,24 @@ ADMIN_SOCKET = "/run/haproxy/admin.sock"  # HAProxy's runtime API on each host
 # apply script just before each reload and read by the new workers (lib.sh, save_server_state).
 SERVER_STATE_FILE = "/run/haproxy/server-state"
 
+# How the checks follow a gateway node (docs/gateway-placement.md argues each number). A gateway pod
+# told to stop answers its readiness with 503 at once and keeps serving for Istio's
+# terminationDrainDuration (ProxyConfig; 5 s unless set otherwise, istio.io pkg/config/mesh); the node
+# stops serving when that ends if the pod was its only one. HAProxy must have marked it DOWN by then:
+# the first 503 comes at most CHECK_INTER_S after the drain starts, the next FALL - 1 at
+# CHECK_FASTINTER_S each (fastinter: the interval while a server is between UP and DOWN).
+CHECK_INTER_S = 2.0
+CHECK_FASTINTER_S = 0.5
+CHECK_FALL = 2  # one 503 alone is not enough: during a surge roll a check can meet the old pod once
+CHECK_RISE = 2
+SLOWSTART_S = 5  # a node back UP takes its share of new connections over this time, not at once
+ISTIO_DEFAULT_TERMINATION_DRAIN_S = 5.0
+
+
+def drain_detection_bound_s() -> float:
+    """The longest a draining node stays UP in HAProxy once its readiness answers 503."""
+    return CHECK_INTER_S + (CHECK_FALL - 1) * CHECK_FASTINTER_S
+
 
 def render_haproxy_config(config: StackConfig) -> str:
     """The whole haproxy.cfg, identical for every HAProxy host of the stack."""
@@ -139,13 +157,27 @@ def _backend(frontend: Frontend, haproxy: HAProxySettings, gateway: GatewaySetti
         "    http-check expect status 200",
         # The check goes to the status port (`port`), so it carries no PROXY header: HAProxy adds
         # one to checks only without `port`/`addr`, or with check-send-proxy (configuration.txt).
-        f"    default-server check port {ports['status']} inter 2s fall 3 rise 2 {send_proxy}",
+        # No `on-marked-down shutdown-sessions`: a draining gateway finishes the sessions it holds
+        # (HTTP/1.1 gets `Connection: close`, HTTP/2 a GOAWAY) until its drain ends; cutting them
+        # when the node is marked DOWN would lose the requests in flight on them.
+        f"    default-server check port {ports['status']} {_check_timing()} {send_proxy}",
     ]
     for node in gateway.nodes:
         # Named after the node, so adding or removing one leaves the other lines unchanged.
         address = f"[{node}]" if node.version == 6 else str(node)
         lines.append(f"    server node-{node} {address}:{ports[frontend.gateway_port]}")
     return "\n".join(lines) + "\n"
+
+
+def _check_timing() -> str:
+    def ms(seconds: float) -> str:
+        millis = round(seconds * 1000)
+        return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+    return (
+        f"inter {ms(CHECK_INTER_S)} fastinter {ms(CHECK_FASTINTER_S)} fall {CHECK_FALL} rise {CHECK_RISE} "
+        f"slowstart {SLOWSTART_S}s"
+    )
 
 
 def _metrics(metrics: MetricsSettings) -> str:

@@ -5,6 +5,7 @@ cannot complete are in test_lab_edge.py; failover of the HA pair in test_lab_ha.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -14,11 +15,13 @@ import time
 import pytest
 from pulumi import automation as auto
 
+from components.haproxy_host.haproxy_cfg import drain_detection_bound_s
 from hack.lab.labkit import load_result
 from tests.lab.conftest import assert_visitors_arrive, wait_until
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
-FALL_TIMES_INTER_S = 3 * 2  # haproxy_cfg.py: `inter 2s fall 3`
+# A node that refuses connections fails its checks at once: DOWN within inter + (fall - 1) x fastinter.
+FALL_TIMES_INTER_S = math.ceil(drain_detection_bound_s())
 
 
 def _configs(edge) -> list[str]:

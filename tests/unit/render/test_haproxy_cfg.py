@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from components.haproxy_host.haproxy_cfg import config_identity, config_sha256, render_haproxy_config
+from components.haproxy_host.haproxy_cfg import (
+    ISTIO_DEFAULT_TERMINATION_DRAIN_S,
+    config_identity,
+    config_sha256,
+    drain_detection_bound_s,
+    render_haproxy_config,
+)
 from tests.unit.conftest import haproxy_check, make_config
 
 
@@ -158,3 +164,33 @@ def test_rendering_is_deterministic_and_hash_follows_content():
     assert first == second
     changed = render_haproxy_config(make_config(lambda r: r["haproxy"].update(balance="leastconn")))
     assert config_sha256(first) == config_sha256(second) != config_sha256(changed)
+
+
+def _check_settings(text: str, backend: str) -> dict[str, str]:
+    default_server = next(line for line in _section(text, backend) if line.startswith("default-server")).split()
+    keywords = ("inter", "fastinter", "fall", "rise", "slowstart")
+    return {word: default_server[i + 1] for i, word in enumerate(default_server) if word in keywords}
+
+
+def _seconds(duration: str) -> float:
+    return float(duration[:-2]) / 1000 if duration.endswith("ms") else float(duration.rstrip("s"))
+
+
+def test_a_draining_node_is_down_before_istio_stops_it_serving():
+    # From the first 503 of a drain: the next check is at most `inter` away, the fall - 1 after it
+    # `fastinter` apart. All of it inside Istio's default terminationDrainDuration, with a second to spare.
+    text = render_haproxy_config(make_config())
+    for backend in ("backend gateway_http", "backend gateway_https"):
+        settings = _check_settings(text, backend)
+        assert settings == {"inter": "2s", "fastinter": "500ms", "fall": "2", "rise": "2", "slowstart": "5s"}
+        bound = _seconds(settings["inter"]) + (int(settings["fall"]) - 1) * _seconds(settings["fastinter"])
+        assert bound == drain_detection_bound_s() == 2.5
+        assert bound + 1 <= ISTIO_DEFAULT_TERMINATION_DRAIN_S
+        # One 503 (a check that met a surge roll's old pod) does not take the node out.
+        assert int(settings["fall"]) >= 2
+
+
+def test_marking_a_node_down_leaves_its_sessions_to_the_drain():
+    # shutdown-sessions would cut requests in flight that the draining gateway would still finish.
+    text = render_haproxy_config(make_config())
+    assert "on-marked-down" not in text and "shutdown-sessions" not in text

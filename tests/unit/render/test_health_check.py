@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET, render_haproxy_config
+from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET, CHECK_FALL, CHECK_RISE, render_haproxy_config
 from hack.lab.haproxy_runtime import ServerState, wait_until_checked
 from tests.unit.conftest import make_config
-from tests.unit.gateway_standin import binary, free_port, start_standins, stop_process
+from tests.unit.gateway_standin import binary, free_node_ports, free_port, start_standins, stop_process
 
 NODES = ["127.0.0.1", "127.0.0.2"]  # two gateway nodes; all of 127/8 is local on Linux
 CHECK_LINES = (
@@ -122,3 +122,87 @@ def test_a_check_the_status_listener_refuses_marks_every_server_down(
     states = wait_until_checked(socket_path, timeout=15)
     assert _servers(states) == EVERY_SERVER
     assert all((s.status, s.check_status, s.check_code) == ("DOWN", "L7STS", refused_with) for s in states), states
+
+
+class _DrainingStatusPort:
+    """A status port that answers like a gateway pod's readiness: 200, then 503 once draining. Counts
+    the checks it answered since the last switch; HTTP/1.1 with a Host only, like Envoy's listener."""
+
+    def __init__(self, port: int) -> None:
+        import http.server
+        import threading
+
+        owner = self
+        self.code = 200
+        self.answered = 0
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 the stdlib's name
+                ok = self.request_version == "HTTP/1.1" and self.headers.get("Host") and self.path == "/healthz/ready"
+                with owner.lock:
+                    code = owner.code if ok else 400
+                    owner.answered += 1
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((NODES[0], port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def switch(self, code: int) -> None:
+        with self.lock:
+            self.code, self.answered = code, 0
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _statuses_of(socket_path, server: str) -> set[str]:
+    """The server's status in each backend (http and https check it apart)."""
+    from hack.lab.haproxy_runtime import server_states
+
+    states = [s.status for s in server_states(socket_path) if s.server == server]
+    assert len(states) == 2, states
+    return set(states)
+
+
+def _poll(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_draining_node_is_down_after_fall_checks_and_up_again_after_rise(tmp_path, request):
+    # The gateway's readiness goes 503 when its drain starts; HAProxy takes the node out after
+    # `fall` such answers (not one: a surge roll's old pod may answer one) and back after `rise` 200s.
+    node_ports = free_node_ports([NODES[0]])
+    status = _DrainingStatusPort(node_ports.status)
+    request.addfinalizer(status.stop)
+    text = _rendered_config(node_ports)
+    # One node: the other server's checks go to a port nobody listens on, and stay DOWN.
+    socket_path = _run_haproxy(text, tmp_path, request)
+    server = f"node-{NODES[0]}"
+    assert _poll(lambda: _statuses_of(socket_path, server) == {"UP"}, 15)
+    status.switch(503)
+    assert _poll(lambda: _statuses_of(socket_path, server) == {"DOWN"}, 15), "a draining node stayed UP"
+    with status.lock:
+        # Each backend checks its own servers: http and https both reach this one status port.
+        answered = status.answered
+    assert 2 * CHECK_FALL <= answered <= 2 * CHECK_FALL + 1, answered
+    status.switch(200)
+    assert _poll(lambda: _statuses_of(socket_path, server) == {"UP"}, 15), "a ready node stayed DOWN"
+    with status.lock:
+        answered = status.answered
+    assert 2 * CHECK_RISE <= answered <= 2 * CHECK_RISE + 1, answered
