@@ -8,10 +8,13 @@ import pulumi
 
 from components.config import PROJECT, TOP_LEVEL_KEYS, ConfigError, StackConfig, check_known_keys, parse_stack_config
 from components.edge.component import SourceIpEdge, SourceIpEdgeArgs
-from components.istio_mesh.gateway_api import cluster_crd_versions
+from components.istio_gateway.placement import NodeSeen, PodSeen, nodes_without_ready_gateway_pod
+from components.istio_mesh.gateway_api import cluster_crd_versions, cluster_gateway_placement
 from components.istio_mesh.gateway_api_crds import check_required_crds, required_crds
 
 CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
+# The cluster's nodes and the gateway's pods; None: no cluster to read (the offline render).
+GatewayPlacement = Callable[[StackConfig], tuple[Sequence[NodeSeen], Sequence[PodSeen]] | None]
 
 
 def read_stack_config():
@@ -62,10 +65,37 @@ def check_cluster(config: StackConfig, crd_versions: CrdVersions) -> None:
         raise pulumi.RunError(str(error)) from None
 
 
-def build(crd_versions: CrdVersions = cluster_crd_versions) -> SourceIpEdge:
-    """`crd_versions` reads the cluster's CRDs; the offline render and the tests pass their own."""
+def warn_about_gateway_placement(config: StackConfig, placement: GatewayPlacement) -> None:
+    """An adopted Istio (istio.install: false) with NodePorts: a warning for each node of gateway.nodes
+    that runs no ready gateway pod, which with externalTrafficPolicy Local drops what HAProxy sends it.
+    A warning, not an error: pods come and go, and the stack does not place them itself."""
+    if config.istio.install or config.gateway.service_type != "NodePort" or config.kubernetes.render_yaml_to_directory:
+        return
+    try:
+        seen = placement(config)
+    except ConfigError as error:
+        pulumi.log.warn(str(error))
+        return
+    if seen is None:
+        return
+    nodes, pods = seen
+    for problem in nodes_without_ready_gateway_pod(config, nodes, pods):
+        consequence = (
+            "its NodePorts drop HAProxy's traffic (externalTrafficPolicy: Local) and HAProxy marks it DOWN"
+            if config.gateway.external_traffic_policy == "Local"
+            else "its NodePorts forward to other nodes' pods (externalTrafficPolicy: Cluster)"
+        )
+        pulumi.log.warn(f"{PROJECT}:gateway.nodes: {problem}: {consequence}")
+
+
+def build(
+    crd_versions: CrdVersions = cluster_crd_versions, gateway_placement: GatewayPlacement = cluster_gateway_placement
+) -> SourceIpEdge:
+    """`crd_versions` reads the cluster's CRDs and `gateway_placement` its nodes and gateway pods; the
+    offline render and the tests pass their own."""
     config, secrets = read_stack_config()
     check_cluster(config, crd_versions)
+    warn_about_gateway_placement(config, gateway_placement)
     args: SourceIpEdgeArgs = {"config": config, "ssh_private_key": secrets["ssh_private_key"]}
     if "vrrp_password" in secrets:
         args["vrrp_password"] = secrets["vrrp_password"]

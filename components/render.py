@@ -108,8 +108,13 @@ def evaluate(stack: str, project_root: Path = PROJECT_ROOT):
 
     @pulumi.runtime.test
     def run():
-        # No cluster here: rendered as for a cluster that has the Gateway API CRDs the stack needs.
-        edges.append(build(crd_versions=lambda _config, names: {name: {"v1"} for name in names}))
+        # No cluster here: rendered as for a cluster that has the Gateway API CRDs the stack needs, and
+        # without reading where an adopted Istio's gateway pods run.
+        edges.append(
+            build(
+                crd_versions=lambda _config, names: {name: {"v1"} for name in names}, gateway_placement=lambda _c: None
+            )
+        )
         # Waiting on the outputs lets every registered resource reach the mocks.
         return pulumi.Output.from_input(edges[0].outputs)
 

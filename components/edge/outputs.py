@@ -84,7 +84,7 @@ def _gateway(config: StackConfig) -> dict[str, Any]:
         }
     return {
         "api": gateway.api,
-        # gateway.nodeNames: the chart's DaemonSet on the named nodes (istio_mesh/placement.py).
+        # gateway.nodeNames: the chart's DaemonSet on the named nodes (istio_gateway/placement.py).
         "kind": "DaemonSet" if istio.install and gateway.node_names else "Deployment",
         "namespace": istio.namespace,
         "name": istio.gateway_name,

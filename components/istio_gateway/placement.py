@@ -107,9 +107,9 @@ def nodes_without_ready_gateway_pod(
     every listed node runs one. A node is found by gateway.nodeNames when given, else by the address."""
     by_address: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
     for node in nodes:
-        for address in node.addresses:
+        for reported in node.addresses:
             try:
-                by_address.setdefault(ipaddress.ip_address(address), node.name)
+                by_address.setdefault(ipaddress.ip_address(reported), node.name)
             except ValueError:
                 continue
     known = {node.name for node in nodes}

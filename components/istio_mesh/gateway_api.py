@@ -14,7 +14,9 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.config import ConfigError, StackConfig
+from components.istio_gateway.placement import NodeSeen, PodSeen
 from components.istio_mesh.gateway_api_crds import gateway_api_install, required_crds
+from components.istio_objects import GATEWAY_NAME_LABEL
 
 if TYPE_CHECKING:
     import kubernetes
@@ -48,6 +50,69 @@ def cluster_crd_versions(config: StackConfig, names: Sequence[str]) -> dict[str,
                 raise _unreadable(error) from None
             versions[name] = {version.name for version in crd.spec.versions if version.served}
     return versions
+
+
+def cluster_gateway_placement(config: StackConfig) -> tuple[list[NodeSeen], list[PodSeen]]:
+    """The cluster's nodes (name, InternalIP and ExternalIP addresses) and the gateway's pods (node,
+    Ready), read like cluster_crd_versions from the kubeconfig the provider uses. The pods are those of
+    istio.gatewayLabels in istio.namespace, or with gateway.api gateway-api the Gateway's
+    (gateway.networking.k8s.io/gateway-name). Raises ConfigError when the cluster cannot be read."""
+    import kubernetes
+
+    if config.gateway.api == "gateway-api":
+        labels = {GATEWAY_NAME_LABEL: config.istio.gateway_name}
+    else:
+        labels = dict(config.istio.gateway_labels)
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    try:
+        client = _api_client(config)
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError) as error:
+        raise _placement_unreadable(error) from None
+    with client:
+        api = kubernetes.client.CoreV1Api(client)
+        try:
+            node_list = api.list_node(_request_timeout=CLUSTER_READ_TIMEOUT_SECONDS)
+            pod_list = api.list_namespaced_pod(
+                config.istio.namespace, label_selector=selector, _request_timeout=CLUSTER_READ_TIMEOUT_SECONDS
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            raise _placement_unreadable(f"HTTP {error.status} {error.reason}") from None
+        except Exception as error:  # noqa: BLE001 the transport's errors (urllib3) say why in one line
+            raise _placement_unreadable(error) from None
+    nodes = [
+        NodeSeen(
+            str(node.metadata.name if node.metadata else ""),
+            tuple(
+                a.address
+                for a in (node.status.addresses if node.status and node.status.addresses else [])
+                if a.type in ("InternalIP", "ExternalIP")
+            ),
+        )
+        for node in node_list.items
+    ]
+    pods = [
+        PodSeen(
+            str(pod.metadata.name if pod.metadata else ""),
+            pod.spec.node_name if pod.spec else None,
+            # Ready, and not on its way out: a terminating pod is leaving its node.
+            (pod.metadata is None or pod.metadata.deletion_timestamp is None)
+            and any(
+                c.type == "Ready" and c.status == "True"
+                for c in (pod.status.conditions if pod.status and pod.status.conditions else [])
+            ),
+        )
+        for pod in pod_list.items
+    ]
+    return nodes, pods
+
+
+def _placement_unreadable(reason: object) -> ConfigError:
+    first_line = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return ConfigError(
+        "gateway.nodes",
+        f"could not read where the adopted Istio's gateway pods run ({first_line}); "
+        "check the kubeconfig and source-ip-edge:kubernetes.context",
+    )
 
 
 def _api_client(config: StackConfig) -> kubernetes.client.ApiClient:

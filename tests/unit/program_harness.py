@@ -112,11 +112,13 @@ def run_program(
     ssh_private_key: Any = _GENERATED,
     secrets: dict[str, str] | None = None,
     crd_versions=crds_the_stack_needs,
+    gateway_placement=lambda _config: None,
     extra_config: dict[str, str] | None = None,
     run: Run | None = None,
 ) -> Run:
     """`secrets`: other secret keys (e.g. vrrpPassword), set as `pulumi config set --secret` would.
     `crd_versions`: the cluster's CRDs as the program's cluster read would return them.
+    `gateway_placement`: the cluster's nodes and gateway pods as its read would return them (None: not read).
     `extra_config`: other namespaces' keys (e.g. kubernetes:context), as plain strings.
     `run`: where to record, for a test that looks at the registrations of a program that fails."""
     if ssh_private_key is _GENERATED:
@@ -139,7 +141,7 @@ def run_program(
 
     @pulumi.runtime.test
     def program():
-        run.edge = build(crd_versions=crd_versions)
+        run.edge = build(crd_versions=crd_versions, gateway_placement=gateway_placement)
         run.outputs = run.edge.outputs
         return pulumi.Output.from_input(run.edge.outputs)
 
