@@ -18,6 +18,11 @@
 # The root namespace reaches the API server at https://$CP_ADDR:6443 through $CP_DIR/kubeconfig.
 # State lives in $CP_DIR, under the lab's run directory (hack/lab/common.sh), never in the checkout.
 # CP_DIR, CP_NS and CP_NET may be set to run a second instance (tests/lab/test_control_plane.py).
+#
+# KUBE_PROXY_NODES="NAME:NAMESPACE:ADDRESS ...": the real kube-proxy (nftables mode) for each of these
+# kwok nodes, run in the node's network namespace (made by the caller, holding ADDRESS), reaching the
+# API server over a link of its own to this namespace, as a node reaches its cluster's API server.
+# Unset: the nodes are the lab's gateway stand-ins and run no kube-proxy (docs/stand-ins.md).
 source "$(dirname "$0")/common.sh"
 
 CP_DIR=${CP_DIR:-$LAB_CP_DIR}
@@ -41,6 +46,8 @@ ISTIO_NAMESPACE=istio-system
 POD_CIDR=10.0.0.0/24        # where kwok takes pod IPs from (its default)
 SERVICE_CIDR=10.96.0.0/16   # kube-apiserver's default would overlap the pod range
 CHARTS_PORT=8879            # the chart repository (Istio's charts, packaged here)
+KUBE_PROXY_NODES=${KUBE_PROXY_NODES:-}
+KUBE_PROXY_DIR=$CP_DIR/kube-proxy
 
 cp_log() { log "control plane: $*"; }
 in_ns() { ip netns exec "$CP_NS" "$@"; }
@@ -77,6 +84,7 @@ down() {
   fi
   mapfile -t pids < <(cp_pids | grep -E '^[0-9]+$' | sort -un)
   stop_pids 100 "${pids[@]}"
+  kube_proxy_cleanup
   if ns_exists "$CP_NS"; then ip netns del "$CP_NS"; fi
   ip link del "$CP_ROOT_VETH" 2>/dev/null || true   # normally gone with its peer's namespace
   rm -rf --one-file-system "$CP_DIR"
@@ -187,10 +195,74 @@ bridge() {
   done
 }
 
+# kube-proxy leaves its nftables tables behind when it stops (a node's rules outlive a restart of
+# it): down removes them from each node's namespace, with the link to this namespace.
+kube_proxy_cleanup() {
+  local ns
+  [ -s "$KUBE_PROXY_DIR/namespaces" ] || return 0
+  while read -r ns; do
+    ns_exists "$ns" || continue
+    for family in ip ip6; do ip netns exec "$ns" nft delete table "$family" kube-proxy 2>/dev/null || true; done
+    ip -n "$ns" link del to-cp 2>/dev/null || true
+  done <"$KUBE_PROXY_DIR/namespaces"
+}
+
+# One kube-proxy per node of KUBE_PROXY_NODES, in the node's namespace. The link: a /30 of CP_NET per
+# node (.4n+1 here, .4n+2 in the node), and a route in the node to the API server's address only.
+# nftables mode: GA since Kubernetes 1.33 and what kube-proxy's documentation recommends on kernels
+# from 5.13 (iptables is still the default mode); NodePorts and externalTrafficPolicy behave the
+# same in both. The config leaves the machine's conntrack limits alone (maxPerCore 0, timeouts 0).
+start_kube_proxies() {
+  local entry name ns addr i=0 cp_side node_side
+  [ -n "$KUBE_PROXY_NODES" ] || return 0
+  mkdir -p "$KUBE_PROXY_DIR"
+  : >"$KUBE_PROXY_DIR/namespaces"
+  for entry in $KUBE_PROXY_NODES; do
+    IFS=: read -r name ns addr <<<"$entry"
+    i=$((i + 1)); cp_side=$CP_NET.$((4 * i + 1)); node_side=$CP_NET.$((4 * i + 2))
+    ns_exists "$ns" || { cp_log "KUBE_PROXY_NODES: no network namespace $ns for $name" >&2; return 1; }
+    echo "$ns" >>"$KUBE_PROXY_DIR/namespaces"
+    ip -n "$CP_NS" link add "kp-$i" type veth peer name to-cp netns "$ns"
+    ip -n "$CP_NS" addr add "$cp_side/30" dev "kp-$i"
+    ip -n "$CP_NS" link set "kp-$i" up
+    ip -n "$ns" addr add "$node_side/30" dev to-cp
+    ip -n "$ns" link set to-cp up
+    ip -n "$ns" route add "$CP_ADDR/32" via "$cp_side" dev to-cp
+    cat >"$KUBE_PROXY_DIR/$name.yaml" <<YAML
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+hostnameOverride: $name
+clientConnection:
+  kubeconfig: $CP_DIR/kubeconfig
+clusterCIDR: $POD_CIDR
+bindAddress: $addr
+healthzBindAddress: $addr:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+YAML
+    ip netns exec "$ns" kube-proxy --config "$KUBE_PROXY_DIR/$name.yaml" --v=2 \
+      </dev/null >"$KUBE_PROXY_DIR/$name.log" 2>&1 &
+    echo $! >"$CP_PIDS/kube-proxy-$name.pid"
+  done
+  for entry in $KUBE_PROXY_NODES; do
+    IFS=: read -r name ns addr <<<"$entry"
+    # /healthz answers 200 once its first sync of the Services and EndpointSlices is written.
+    wait_for 600 "kube-proxy for $name healthy" \
+      ip netns exec "$ns" curl -sf --max-time 2 -o /dev/null "http://$addr:10256/healthz"
+  done
+  cp_log "kube-proxy (nftables) running for ${KUBE_PROXY_NODES}"
+}
+
 # Like `kind create cluster`: a failed `up` shows the components' logs and removes what it started.
 up_failed() {
   local f
-  for f in "$CLUSTER_DIR"/logs/*.log "$CP_DIR/bridge.log" "$CP_DIR/istiod.log"; do
+  for f in "$CLUSTER_DIR"/logs/*.log "$CP_DIR/bridge.log" "$CP_DIR/istiod.log" "$KUBE_PROXY_DIR"/*.log; do
     [ -s "$f" ] && { echo "--- $f (last lines)"; tail -n 15 "$f"; } >&2
   done
   cp_log "up failed; removing what it started" >&2
@@ -199,7 +271,7 @@ up_failed() {
 
 up() {
   local b missing=() started node i addr
-  for b in $CP_BINARIES; do command -v "$b" >/dev/null || missing+=("$b"); done
+  for b in $CP_BINARIES ${KUBE_PROXY_NODES:+kube-proxy nft}; do command -v "$b" >/dev/null || missing+=("$b"); done
   if [ "${#missing[@]}" -gt 0 ]; then
     cp_log "not on PATH: ${missing[*]} (eval \"\$(make -s toolchain-env)\" first)" >&2
     exit 1
@@ -266,6 +338,7 @@ YAML
       -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"$addr\"},{\"type\":\"Hostname\",\"address\":\"$node\"}]}}" >/dev/null
   done
   wait_for 600 "kwok nodes Ready" kubectl_cp wait --for=condition=Ready node --all --timeout=5s
+  start_kube_proxies
 
   # Istio. CP_ISTIO=lab (default): installed by the lab outside any stack (the stack adopts it,
   # istio.install: false): the base and istiod charts of the pinned module as embedded in
@@ -298,6 +371,7 @@ YAML
   "istio": "$CP_ISTIO",
   "istiod": {"pidFile": "$CP_DIR/istiod.pid", "grpc": "$CP_ADDR:15010", "webhook": "$CP_ADDR:15017", "log": "$CP_DIR/istiod.log"},
   "nodes": {"lab-node-1": "$GATEWAY1", "lab-node-2": "$GATEWAY2"},
+  "kubeProxyNodes": "$KUBE_PROXY_NODES",
   "chartRepository": "http://$CP_ADDR:$CHARTS_PORT",
   "chartVersion": "$(cat "$CP_DIR/charts/version")"
 }

@@ -162,7 +162,14 @@ done
 # --- the Kubernetes control plane: API server, controllers, kwok nodes, istiod's bridge ----------
 # CP_ISTIO=stack: no Istio yet; the lab stack installs base, istiod and gateway with Helm from the
 # chart repository the control plane serves, and the bridge runs the real istiod for its pod.
-CP_ISTIO=stack bash "$LAB_REPO/hack/lab/control-plane.sh" up
+# LAB_KUBE_PROXY=1: the real kube-proxy on both nodes (nftables, in the gateway namespaces). It then
+# owns the NodePorts: it forwards them to the gateway pods' addresses, which kwok's pods do not
+# answer, so the nginx stand-ins no longer see the visitors; off until the gateway pods are real.
+kube_proxy_nodes=""
+if [ "${LAB_KUBE_PROXY:-0}" = 1 ]; then
+  kube_proxy_nodes="lab-node-1:$NS_GATEWAY1:$GATEWAY1 lab-node-2:$NS_GATEWAY2:$GATEWAY2"
+fi
+CP_ISTIO=stack KUBE_PROXY_NODES=$kube_proxy_nodes bash "$LAB_REPO/hack/lab/control-plane.sh" up
 read -r CHART_REPOSITORY CHART_VERSION KUBE_CONTEXT < <(python3 -c '
 import json, sys
 cp = json.load(open(sys.argv[1]))

@@ -1,5 +1,5 @@
 # System packages (Debian) and the project's virtualenv.
-APT_PACKAGES := haproxy socat keepalived nginx-light libnginx-mod-stream openssh-server openssh-client debootstrap systemd-container wrk iproute2 openssl curl dpkg-dev shellcheck
+APT_PACKAGES := haproxy socat keepalived nginx-light libnginx-mod-stream openssh-server openssh-client debootstrap systemd-container wrk iproute2 openssl curl dpkg-dev shellcheck nftables
 
 .PHONY: setup setup-system setup-python
 setup: setup-system setup-python

@@ -49,6 +49,9 @@ KWOK = "sigs.k8s.io/kwok"
 HELM = "helm.sh/helm/v3"
 # kubectl too: the lab applies Istio's CRDs and reads the API server with it.
 KUBE_CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# The lab nodes' kube-proxy, from the same k8s.io/kubernetes: a step of its own, so the control
+# plane's step (and its cache key) stays as it was.
+KUBE_NODE = ("kube-proxy",)
 
 
 def log(message: str) -> None:
@@ -348,7 +351,10 @@ def build_etcd(v: dict[str, str]) -> Callable[[Path, Path], None]:
     return build
 
 
-def build_kube_control_plane(v: dict[str, str]) -> Callable[[Path, Path], None]:
+def build_kube_control_plane(
+    v: dict[str, str], commands: tuple[str, ...] = KUBE_CONTROL_PLANE
+) -> Callable[[Path, Path], None]:
+    """`commands` (k8s.io/kubernetes/cmd/<name>) from the pinned release: the control plane, or the node's."""
     version = "v" + v["KUBE_VERSION"]
     major, minor, patch = v["KUBE_VERSION"].split(".")
     staging_version = f"v0.{minor}.{patch}"
@@ -367,9 +373,7 @@ def build_kube_control_plane(v: dict[str, str]) -> Callable[[Path, Path], None]:
             f"-X {stamp}.gitVersion={version} -X {stamp}.gitMajor={major} "
             f"-X {stamp}.gitMinor={minor} -X {stamp}.gitTreeState=clean"
         )
-        build_wrapper(
-            work, "kube", {KUBE: version}, staging, {c: f"{KUBE}/cmd/{c}" for c in KUBE_CONTROL_PLANE}, out, ldflags
-        )
+        build_wrapper(work, "kube", {KUBE: version}, staging, {c: f"{KUBE}/cmd/{c}" for c in commands}, out, ldflags)
 
     return build
 
@@ -484,6 +488,8 @@ def plan(v: dict[str, str], go: str, use_external_pulumi: bool) -> list[Step]:
         )
     )
     steps.append(Step("helm", ["helm"], [go, v["HELM_VERSION"]], build_helm(v)))
+    # The same wrapper and stamp as kube-control-plane: the package archives they share are built once.
+    steps.append(Step("kube-proxy", list(KUBE_NODE), [go, v["KUBE_VERSION"]], build_kube_control_plane(v, KUBE_NODE)))
     return steps
 
 

@@ -72,16 +72,19 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def control_plane_instance(cp_ns: str, cp_net: str, istio: str):
+def control_plane_instance(cp_ns: str, cp_net: str, istio: str, extra_env: dict[str, str] | None = None):
     """Bring up an instance of hack/lab/control-plane.sh of its own; yield its control-plane.json; then
-    `down`, checked: no process naming its directory, no namespace, no directory."""
+    `down`, checked: no process naming its directory, no namespace, no directory. `extra_env`: more of
+    the script's settings (KUBE_PROXY_NODES)."""
     if os.geteuid() != 0:
         pytest.skip("the control plane runs in a network namespace: run as root (make lab-test)")
     missing = [b for b in BINARIES if shutil.which(b) is None]
     assert not missing, f"not on PATH: {missing}; run through `make lab-test`, which loads the toolchain"
     run_base = Path(os.environ.get("LAB_RUN_BASE", "/run/source-ip-edge"))
     cp_dir = run_base / f"control-plane-test-{cp_ns}-{os.getpid()}"
-    env = dict(os.environ, LAB_NAME="lab", CP_DIR=str(cp_dir), CP_NS=cp_ns, CP_NET=cp_net, CP_ISTIO=istio)
+    env = dict(
+        os.environ, LAB_NAME="lab", CP_DIR=str(cp_dir), CP_NS=cp_ns, CP_NET=cp_net, CP_ISTIO=istio, **(extra_env or {})
+    )
     env.pop("KUBECONFIG", None)
     started = time.monotonic()
     up = script(env, "up")

@@ -40,6 +40,7 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
         "kwok",
         "istiod",
         "helm",
+        "kube-proxy",
     }
     # istioctl and istiod share the istio.io/istio module version.
     assert {k for k in before if before[k] != after[k]} == {"istioctl", "istiod"}
@@ -49,7 +50,7 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
     "variable, rebuilt",
     [
         ("ETCD_VERSION", {"etcd"}),
-        ("KUBE_VERSION", {"kube-control-plane", "kwok"}),  # kwokctl's default cluster version
+        ("KUBE_VERSION", {"kube-control-plane", "kwok", "kube-proxy"}),  # kwok: kwokctl's default cluster version
         ("KWOK_VERSION", {"kwok"}),
         ("HELM_VERSION", {"helm"}),
     ],
@@ -68,6 +69,16 @@ def test_a_pulumi_bump_rebuilds_the_cli_and_the_programs_built_against_its_sdk(b
     assert {name for name in before if before[name] != after[name]} == {"pulumi", "language-python", "command"}
 
 
+def test_kube_proxy_is_a_step_of_its_own_that_leaves_the_control_planes_key_alone(build) -> None:
+    versions = build.read_versions()
+    steps = {step.name: step for step in build.plan(versions, "go1.26.0", False)}
+    assert steps["kube-proxy"].outputs == ["kube-proxy"]
+    assert "kube-proxy" not in steps["kube-control-plane"].outputs
+    # The control plane's key is what it was before kube-proxy had a step: name and key parts unchanged.
+    assert steps["kube-control-plane"].key_parts == ["go1.26.0", versions["KUBE_VERSION"]]
+    assert list(steps)[-1] == "kube-proxy"  # appended: every earlier step, and its cache, as it was
+
+
 def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
     assert set(keys(build, build.read_versions(), external=True)) == {
         "kubernetes",
@@ -78,6 +89,7 @@ def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
         "kwok",
         "istiod",
         "helm",
+        "kube-proxy",
     }
 
 

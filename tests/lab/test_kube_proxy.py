@@ -1,0 +1,152 @@
+"""The real kube-proxy (nftables mode) on the lab's nodes: hack/lab/control-plane.sh with
+KUBE_PROXY_NODES runs it in each node's network namespace against the lab's API server. A Service's
+NodePort is in a node's ruleset only while the Service exists; with externalTrafficPolicy: Local it is
+forwarded on the node with a ready local endpoint and dropped on the node without one.
+
+An instance of its own (CP_DIR, CP_NS, CP_NET and two node namespaces holding the kwok nodes'
+InternalIPs), so no lab is touched. Every wait is bounded; the finalizer runs `down` and checks that no
+kube-proxy, link or kube-proxy table is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab.test_control_plane import GATEWAYS, control_plane_instance, kubectl, namespaces, processes_with
+
+CP_NS = "sietk-cp"
+CP_NET = "198.18.13"
+NODE_NAMESPACES = {"lab-node-1": "sietk-n1", "lab-node-2": "sietk-n2"}
+NODE_PORT = 30980
+SYNC_SECONDS = 60  # kube-proxy writes a change within about a second; the bound is generous
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=check)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two node namespaces, each holding its kwok node's InternalIP, then the control plane with a
+    kube-proxy in each; at the end `down`, and the namespaces removed."""
+    for name, ns in NODE_NAMESPACES.items():
+        if ns in namespaces():
+            _run("ip", "netns", "del", ns)
+        _run("ip", "netns", "add", ns)
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+        _run("ip", "-n", ns, "link", "add", "eth0", "type", "dummy")
+        _run("ip", "-n", ns, "addr", "add", f"{GATEWAYS[name]}/24", "dev", "eth0")
+        _run("ip", "-n", ns, "link", "set", "eth0", "up")
+    nodes = " ".join(f"{name}:{ns}:{GATEWAYS[name]}" for name, ns in NODE_NAMESPACES.items())
+    instance = contextlib.contextmanager(control_plane_instance)
+    try:
+        with instance(CP_NS, CP_NET, "stack", {"KUBE_PROXY_NODES": nodes}) as info:
+            yield info
+        # After its `down` (checked there: no process, namespace or directory of the instance left).
+        for ns in NODE_NAMESPACES.values():
+            assert _tables(ns) == "", f"kube-proxy's tables are left in {ns}"
+            assert "to-cp" not in _run("ip", "-n", ns, "-o", "link").stdout
+    finally:
+        for ns in NODE_NAMESPACES.values():
+            _run("ip", "netns", "del", ns, check=False)
+
+
+def _tables(ns: str) -> str:
+    return _run("ip", "netns", "exec", ns, "nft", "list", "tables").stdout.strip()
+
+
+def _maps_holding(ns: str, port: int) -> set[str]:
+    """The kube-proxy maps of the node's ruleset (table ip kube-proxy) with an element for tcp . port."""
+    ruleset = _run("ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy").stdout
+    held = set()
+    for name, body in re.findall(r"\bmap (\S+) \{(.*?)\n\t\}", ruleset, flags=re.S):
+        if re.search(rf"\btcp \. {port}\b", body):
+            held.add(name)
+    return held
+
+
+def _until(condition, seconds: float = SYNC_SECONDS) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.25)
+    return condition()
+
+
+SERVICE = f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: np-probe, namespace: default}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {{app: np-probe}}
+  ports: [{{name: http, port: 80, targetPort: 8080, nodePort: {NODE_PORT}}}]
+"""
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: np-probe, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: np-probe}}
+  template:
+    metadata: {labels: {app: np-probe}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: lab-node-1}
+      containers: [{name: probe, image: registry.invalid/probe:1, ports: [{containerPort: 8080}]}]
+"""
+
+
+def test_kube_proxy_runs_in_each_node_namespace_in_nftables_mode(cluster) -> None:
+    for name, ns in NODE_NAMESPACES.items():
+        pids = _run("ip", "netns", "pids", ns).stdout.split()
+        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") for pid in pids]
+        commands = {cmdline.split("\0")[0] for cmdline in cmdlines}
+        assert any(c.endswith("kube-proxy") for c in commands), (name, commands)
+        assert "table ip kube-proxy" in _tables(ns)
+        # Its pid is one the control plane's `down` stops (a file in its pids directory naming CP_DIR).
+        assert any(str(cluster["dir"]) in cmdline for cmdline in cmdlines)
+    log = (cluster["dir"] / "kube-proxy" / "lab-node-1.log").read_text()
+    assert re.search(r'"Using nftables Proxier"|Using nftables Proxier', log), log[-3000:]
+
+
+def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cluster) -> None:
+    kubectl(cluster, "apply", "-f", "-", stdin=DEPLOYMENT)
+    kubectl(cluster, "rollout", "status", "deployment/np-probe", "--timeout=90s", timeout=120)
+    # Before the Service: no node knows the port (kube-proxy is running: its table is there).
+    for ns in NODE_NAMESPACES.values():
+        assert "table ip kube-proxy" in _tables(ns)
+        assert _maps_holding(ns, NODE_PORT) == set(), ns
+    kubectl(cluster, "apply", "-f", "-", stdin=SERVICE)
+    node_1, node_2 = NODE_NAMESPACES["lab-node-1"], NODE_NAMESPACES["lab-node-2"]
+    # externalTrafficPolicy Local: forwarded where the ready endpoint runs, dropped elsewhere.
+    assert _until(lambda: _maps_holding(node_1, NODE_PORT) == {"service-nodeports"}), _maps_holding(node_1, NODE_PORT)
+    assert _until(lambda: _maps_holding(node_2, NODE_PORT) == {"no-endpoint-nodeports"}), _maps_holding(
+        node_2, NODE_PORT
+    )
+    endpoints = json.loads(
+        kubectl(cluster, "get", "endpointslices", "-l", "kubernetes.io/service-name=np-probe", "-o", "json")
+    )["items"]
+    assert [e["nodeName"] for s in endpoints for e in s["endpoints"]] == ["lab-node-1"]
+    held = {ns: _maps_holding(ns, NODE_PORT) for ns in (node_1, node_2)}
+    print(f"NodePort {NODE_PORT} while the Service exists: {held}")
+    kubectl(cluster, "delete", "service", "np-probe", "--wait=true", timeout=90)
+    for ns in NODE_NAMESPACES.values():
+        assert _until(lambda ns=ns: _maps_holding(ns, NODE_PORT) == set()), (ns, _maps_holding(ns, NODE_PORT))
+    kubectl(cluster, "delete", "deployment", "np-probe", "--wait=true", timeout=90)
+
+
+def test_each_node_runs_one_kube_proxy_of_this_instance(cluster) -> None:
+    # `down` stops them by pid and removes their tables and links (checked by the fixture after it).
+    pids = processes_with(str(cluster["dir"] / "kube-proxy"))
+    assert len(pids) == len(NODE_NAMESPACES), pids
