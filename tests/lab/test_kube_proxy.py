@@ -62,13 +62,15 @@ def _tables(ns: str) -> str:
     return _run("ip", "netns", "exec", ns, "nft", "list", "tables").stdout.strip()
 
 
-def _maps_holding(ns: str, port: int) -> set[str]:
-    """The kube-proxy maps of the node's ruleset (table ip kube-proxy) with an element for tcp . port."""
+def _maps_holding(ns: str, port: int) -> dict[str, str]:
+    """The maps of the node's ruleset (table ip kube-proxy) with an element for tcp . port, each with
+    that element's verdict (`drop`, `goto <chain>`)."""
     ruleset = _run("ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy").stdout
-    held = set()
+    held = {}
     for name, body in re.findall(r"\bmap (\S+) \{(.*?)\n\t\}", ruleset, flags=re.S):
-        if re.search(rf"\btcp \. {port}\b", body):
-            held.add(name)
+        element = re.search(rf"\btcp \. {port}\b[^,}}]*?: ([^,}}]+)", body)
+        if element:
+            held[name] = element.group(1).strip()
     return held
 
 
@@ -126,14 +128,20 @@ def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cl
     # Before the Service: no node knows the port (kube-proxy is running: its table is there).
     for ns in NODE_NAMESPACES.values():
         assert "table ip kube-proxy" in _tables(ns)
-        assert _maps_holding(ns, NODE_PORT) == set(), ns
+        assert _maps_holding(ns, NODE_PORT) == {}, ns
     kubectl(cluster, "apply", "-f", "-", stdin=SERVICE)
     node_1, node_2 = NODE_NAMESPACES["lab-node-1"], NODE_NAMESPACES["lab-node-2"]
-    # externalTrafficPolicy Local: forwarded where the ready endpoint runs, dropped elsewhere.
-    assert _until(lambda: _maps_holding(node_1, NODE_PORT) == {"service-nodeports"}), _maps_holding(node_1, NODE_PORT)
-    assert _until(lambda: _maps_holding(node_2, NODE_PORT) == {"no-endpoint-nodeports"}), _maps_holding(
-        node_2, NODE_PORT
-    )
+
+    # externalTrafficPolicy Local: forwarded where the ready endpoint runs; on the other node the
+    # NodePort is known too, but what comes from outside the cluster is dropped.
+    def forwarded(held: dict[str, str]) -> bool:
+        return set(held) == {"service-nodeports"} and held["service-nodeports"].startswith("goto ")
+
+    def dropped(held: dict[str, str]) -> bool:
+        return held.get("no-endpoint-nodeports") == "drop" and "service-nodeports" in held
+
+    assert _until(lambda: forwarded(_maps_holding(node_1, NODE_PORT))), _maps_holding(node_1, NODE_PORT)
+    assert _until(lambda: dropped(_maps_holding(node_2, NODE_PORT))), _maps_holding(node_2, NODE_PORT)
     endpoints = json.loads(
         kubectl(cluster, "get", "endpointslices", "-l", "kubernetes.io/service-name=np-probe", "-o", "json")
     )["items"]
@@ -142,7 +150,7 @@ def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cl
     print(f"NodePort {NODE_PORT} while the Service exists: {held}")
     kubectl(cluster, "delete", "service", "np-probe", "--wait=true", timeout=90)
     for ns in NODE_NAMESPACES.values():
-        assert _until(lambda ns=ns: _maps_holding(ns, NODE_PORT) == set()), (ns, _maps_holding(ns, NODE_PORT))
+        assert _until(lambda ns=ns: _maps_holding(ns, NODE_PORT) == {}), (ns, _maps_holding(ns, NODE_PORT))
     kubectl(cluster, "delete", "deployment", "np-probe", "--wait=true", timeout=90)
 
 
