@@ -158,3 +158,90 @@ def test_each_node_runs_one_kube_proxy_of_this_instance(cluster) -> None:
     # `down` stops them by pid and removes their tables and links (checked by the fixture after it).
     pids = processes_with(str(cluster["dir"] / "kube-proxy"))
     assert len(pids) == len(NODE_NAMESPACES), pids
+
+
+# --- the gateway chart as the stack renders it with gateway.nodeNames, on the real controllers ----------
+
+
+def _watch_events(text: str) -> list[dict]:
+    """The objects of `kubectl get -w --output-watch-events -o json`, in the order the server sent them."""
+    decoder, events, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return events
+        event, i = decoder.raw_decode(text, i)
+        events.append(event)
+
+
+def test_the_rendered_gateway_daemonset_runs_on_the_named_node_and_rolls_with_a_surge(cluster, tmp_path) -> None:
+    from components.istio_mesh.placement import gateway_daemonset_patch
+    from components.istio_mesh.releases import gateway_values
+    from tests.lab.test_control_plane import helm_for
+    from tests.unit.conftest import make_config
+
+    def one_named_node(raw):
+        raw["gateway"].update(nodes=[GATEWAYS["lab-node-2"]], nodeNames={GATEWAYS["lab-node-2"]: "lab-node-2"})
+        raw["istio"].update(
+            version=cluster["chartVersion"], chartRepository=cluster["chartRepository"], gatewayName="gw-placed"
+        )
+
+    config = make_config(one_named_node)
+    values = tmp_path / "values.json"
+    values.write_text(json.dumps(gateway_values(config)))
+    helm = helm_for(cluster, tmp_path / "helm")
+    rendered = helm(
+        "template", "gw-placed", "gateway", "--repo", cluster["chartRepository"], "--version", cluster["chartVersion"],
+        "--namespace", "gw-place", "-f", str(values),
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    kubectl(cluster, "create", "namespace", "gw-place")
+    kubectl(cluster, "apply", "-n", "gw-place", "-f", "-", stdin=rendered.stdout)
+    patch = gateway_daemonset_patch(config)
+    assert patch["metadata"]["name"] == "gw-placed"
+    kubectl(cluster, "-n", "gw-place", "patch", "daemonset", "gw-placed", "--type=merge", "-p", json.dumps(patch))
+    kubectl(cluster, "-n", "gw-place", "rollout", "status", "daemonset/gw-placed", "--timeout=90s", timeout=120)
+
+    def pods() -> list[dict]:
+        return json.loads(kubectl(cluster, "-n", "gw-place", "get", "pods", "-o", "json"))["items"]
+
+    (first,) = pods()
+    assert first["spec"]["nodeName"] == "lab-node-2"  # the named node only, though lab-node-1 is Ready too
+    watch = subprocess.Popen(
+        ["kubectl", "--kubeconfig", cluster["kubeconfig"], "-n", "gw-place", "get", "pods", "--watch-only",
+         "--output-watch-events", "-o", "json"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)  # the watch is established before the roll starts
+        kubectl(
+            cluster, "-n", "gw-place", "patch", "daemonset", "gw-placed", "--type=merge",
+            "-p", '{"spec":{"template":{"metadata":{"annotations":{"roll":"1"}}}}}',
+        )  # fmt: skip
+        kubectl(cluster, "-n", "gw-place", "rollout", "status", "daemonset/gw-placed", "--timeout=90s", timeout=120)
+        assert _until(
+            lambda: [p["metadata"]["name"] for p in pods()] != [first["metadata"]["name"]] and len(pods()) == 1
+        )
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=30)
+    events = _watch_events(out)
+    old = first["metadata"]["name"]
+
+    def what(event: dict) -> str | None:
+        metadata = event["object"]["metadata"]
+        if metadata["name"] != old and event["type"] == "ADDED":
+            return "added-new"
+        if metadata["name"] == old and metadata.get("deletionTimestamp"):
+            return "old-leaving"
+        return None
+
+    order = [what(event) for event in events]
+    print(f"gateway DaemonSet roll, pod events in order: {[o for o in order if o]}")
+    # maxSurge 1 / maxUnavailable 0: the new pod exists before the old one is told to go.
+    assert "added-new" in order and "old-leaving" in order, events
+    assert order.index("added-new") < order.index("old-leaving")
+    (after,) = pods()
+    assert after["spec"]["nodeName"] == "lab-node-2"
+    kubectl(cluster, "delete", "namespace", "gw-place", "--wait=true", timeout=120)
