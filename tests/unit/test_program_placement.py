@@ -172,3 +172,24 @@ def test_a_stack_that_installs_istio_reads_nothing(warnings):
 
     run_program(valid_raw(), gateway_placement=never)
     assert warnings == []
+
+
+DAEMONSET_PATCH = "kubernetes:apps/v1:DaemonSetPatch"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def test_named_nodes_give_the_gateway_release_a_daemonset_and_its_strategy_after_it():
+    raw = valid_raw()
+    raw["gateway"]["nodeNames"] = {"192.0.2.50": "node-a", "192.0.2.51": "node-b"}
+    run = run_program(raw)
+    gateway = next(r for r in run.all(RELEASE) if r.inputs["chart"] == "gateway")
+    assert gateway.inputs["values"]["kind"] == "DaemonSet"
+    patch = run.one(DAEMONSET_PATCH)
+    assert gateway.urn in patch.dependencies
+    assert patch.inputs["metadata"]["name"] == "istio-ingressgateway"
+    assert patch.inputs["metadata"]["namespace"] == "istio-system"
+    assert patch.inputs["spec"] == {
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    }
+    # Without names: the chart's Deployment, no patch.
+    assert run_program(valid_raw()).all(DAEMONSET_PATCH) == []
