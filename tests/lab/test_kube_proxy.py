@@ -36,17 +36,19 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 def cluster():
     """Two node namespaces, each holding its kwok node's InternalIP, then the control plane with a
     kube-proxy in each; at the end `down`, and the namespaces removed."""
-    for name, ns in NODE_NAMESPACES.items():
-        if ns in namespaces():
-            _run("ip", "netns", "del", ns)
-        _run("ip", "netns", "add", ns)
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "-n", ns, "link", "add", "eth0", "type", "dummy")
-        _run("ip", "-n", ns, "addr", "add", f"{GATEWAYS[name]}/24", "dev", "eth0")
-        _run("ip", "-n", ns, "link", "set", "eth0", "up")
     nodes = " ".join(f"{name}:{ns}:{GATEWAYS[name]}" for name, ns in NODE_NAMESPACES.items())
     instance = contextlib.contextmanager(control_plane_instance)
     try:
+        for name, ns in NODE_NAMESPACES.items():
+            if ns in namespaces():
+                _run("ip", "netns", "del", ns)
+            _run("ip", "netns", "add", ns)
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            # A veth pair inside the namespace: an interface that holds the node's address.
+            _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+            _run("ip", "-n", ns, "addr", "add", f"{GATEWAYS[name]}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", ns, "link", "set", "eth0-peer", "up")
         with instance(CP_NS, CP_NET, "stack", {"KUBE_PROXY_NODES": nodes}) as info:
             yield info
         # After its `down` (checked there: no process, namespace or directory of the instance left).
@@ -200,7 +202,8 @@ def test_the_rendered_gateway_daemonset_runs_on_the_named_node_and_rolls_with_a_
     kubectl(cluster, "apply", "-n", "gw-place", "-f", "-", stdin=rendered.stdout)
     patch = gateway_daemonset_patch(config)
     assert patch["metadata"]["name"] == "gw-placed"
-    kubectl(cluster, "-n", "gw-place", "patch", "daemonset", "gw-placed", "--type=merge", "-p", json.dumps(patch))
+    spec = json.dumps({"spec": patch["spec"]})  # in the test's namespace, not the stack's
+    kubectl(cluster, "-n", "gw-place", "patch", "daemonset", "gw-placed", "--type=merge", "-p", spec)
     kubectl(cluster, "-n", "gw-place", "rollout", "status", "daemonset/gw-placed", "--timeout=90s", timeout=120)
 
     def pods() -> list[dict]:
