@@ -178,8 +178,8 @@ def _watch_events(text: str) -> list[dict]:
 
 
 def test_the_rendered_gateway_daemonset_runs_on_the_named_node_and_rolls_with_a_surge(cluster, tmp_path) -> None:
-    from components.istio_mesh.placement import gateway_daemonset_patch
-    from components.istio_mesh.releases import gateway_values
+    from components.istio_gateway.chart import gateway_values
+    from components.istio_gateway.placement import gateway_daemonset_patch
     from tests.lab.test_control_plane import helm_for
     from tests.unit.conftest import make_config
 
