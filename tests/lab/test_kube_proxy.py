@@ -1,7 +1,10 @@
 """The real kube-proxy (nftables mode) on the lab's nodes: hack/lab/control-plane.sh with
 KUBE_PROXY_NODES runs it in each node's network namespace against the lab's API server. A Service's
 NodePort is in a node's ruleset only while the Service exists; with externalTrafficPolicy: Local it is
-forwarded on the node with a ready local endpoint and dropped on the node without one.
+forwarded on the node with a ready local endpoint and dropped on the node without one; meanwhile a
+client no longer reaches what listens on the port on the node itself (as the lab's stand-ins do), and
+reaches it again once the Service is gone. Also the gateway chart as the stack renders it with
+gateway.nodeNames, on the real DaemonSet controller.
 
 An instance of its own (CP_DIR, CP_NS, CP_NET and two node namespaces holding the kwok nodes'
 InternalIPs), so no lab is touched. Every wait is bounded; the finalizer runs `down` and checks that no
@@ -24,6 +27,8 @@ from tests.lab.test_control_plane import GATEWAYS, control_plane_instance, kubec
 CP_NS = "sietk-cp"
 CP_NET = "198.18.13"
 NODE_NAMESPACES = {"lab-node-1": "sietk-n1", "lab-node-2": "sietk-n2"}
+CLIENT_NS = "sietk-c"
+CLIENT_ADDRESSES = {"lab-node-1": "203.0.113.201", "lab-node-2": "203.0.113.202"}
 NODE_PORT = 30980
 SYNC_SECONDS = 60  # kube-proxy writes a change within about a second; the bound is generous
 
@@ -39,16 +44,22 @@ def cluster():
     nodes = " ".join(f"{name}:{ns}:{GATEWAYS[name]}" for name, ns in NODE_NAMESPACES.items())
     instance = contextlib.contextmanager(control_plane_instance)
     try:
-        for name, ns in NODE_NAMESPACES.items():
+        for ns in [*NODE_NAMESPACES.values(), CLIENT_NS]:
             if ns in namespaces():
                 _run("ip", "netns", "del", ns)
             _run("ip", "netns", "add", ns)
             _run("ip", "-n", ns, "link", "set", "lo", "up")
-            # A veth pair inside the namespace: an interface that holds the node's address.
-            _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+        for i, (name, ns) in enumerate(NODE_NAMESPACES.items(), start=1):
+            # The node's address on eth0; its other end is in the client's namespace, which reaches
+            # each node from an address of its own (as HAProxy reaches the nodes from outside).
+            client = CLIENT_ADDRESSES[name]
+            _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"to-n{i}", "netns", CLIENT_NS)
             _run("ip", "-n", ns, "addr", "add", f"{GATEWAYS[name]}/24", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
-            _run("ip", "-n", ns, "link", "set", "eth0-peer", "up")
+            _run("ip", "-n", ns, "route", "add", f"{client}/32", "dev", "eth0")
+            _run("ip", "-n", CLIENT_NS, "addr", "add", f"{client}/32", "dev", f"to-n{i}")
+            _run("ip", "-n", CLIENT_NS, "link", "set", f"to-n{i}", "up")
+            _run("ip", "-n", CLIENT_NS, "route", "add", f"{GATEWAYS[name]}/32", "dev", f"to-n{i}", "src", client)
         with instance(CP_NS, CP_NET, "stack", {"KUBE_PROXY_NODES": nodes}) as info:
             yield info
         # After its `down` (checked there: no process, namespace or directory of the instance left).
@@ -56,7 +67,7 @@ def cluster():
             assert _tables(ns) == "", f"kube-proxy's tables are left in {ns}"
             assert "to-cp" not in _run("ip", "-n", ns, "-o", "link").stdout
     finally:
-        for ns in NODE_NAMESPACES.values():
+        for ns in [*NODE_NAMESPACES.values(), CLIENT_NS]:
             _run("ip", "netns", "del", ns, check=False)
 
 
@@ -83,6 +94,34 @@ def _until(condition, seconds: float = SYNC_SECONDS) -> bool:
             return True
         time.sleep(0.25)
     return condition()
+
+
+@pytest.fixture
+def listeners(request):
+    """Something answering HTTP on the NodePort in each node's namespace, as the lab's gateway
+    stand-ins answer on theirs; stopped by pid."""
+    started = []
+    for ns in NODE_NAMESPACES.values():
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "python3", "-m", "http.server", str(NODE_PORT), "--bind", "0.0.0.0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        request.addfinalizer(lambda p=process: (p.terminate(), p.wait(timeout=10)))
+        started.append(process)
+    for name in NODE_NAMESPACES:
+        assert _until(lambda name=name: _answer(name) == "200", 10), f"the listener on {name} did not answer"
+    return started
+
+
+def _answer(node: str) -> str:
+    """The HTTP status the client gets from the node's NodePort; 000: no answer within a second."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", CLIENT_NS, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1",
+         f"http://{GATEWAYS[node]}:{NODE_PORT}/"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return proc.stdout.strip()
 
 
 SERVICE = f"""\
@@ -124,13 +163,15 @@ def test_kube_proxy_runs_in_each_node_namespace_in_nftables_mode(cluster) -> Non
     assert re.search(r'"Using nftables Proxier"|Using nftables Proxier', log), log[-3000:]
 
 
-def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cluster) -> None:
+def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cluster, listeners) -> None:
     kubectl(cluster, "apply", "-f", "-", stdin=DEPLOYMENT)
     kubectl(cluster, "rollout", "status", "deployment/np-probe", "--timeout=90s", timeout=120)
     # Before the Service: no node knows the port (kube-proxy is running: its table is there).
     for ns in NODE_NAMESPACES.values():
         assert "table ip kube-proxy" in _tables(ns)
         assert _maps_holding(ns, NODE_PORT) == {}, ns
+    # ... and the port reaches what listens on the node, like the lab's stand-ins.
+    assert {node: _answer(node) for node in NODE_NAMESPACES} == {"lab-node-1": "200", "lab-node-2": "200"}
     kubectl(cluster, "apply", "-f", "-", stdin=SERVICE)
     node_1, node_2 = NODE_NAMESPACES["lab-node-1"], NODE_NAMESPACES["lab-node-2"]
 
@@ -144,6 +185,11 @@ def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cl
 
     assert _until(lambda: forwarded(_maps_holding(node_1, NODE_PORT))), _maps_holding(node_1, NODE_PORT)
     assert _until(lambda: dropped(_maps_holding(node_2, NODE_PORT))), _maps_holding(node_2, NODE_PORT)
+    # kube-proxy owns the port now: node 2 drops it, node 1 forwards it to the pod's address (which
+    # nothing answers here: no CNI); neither reaches the node's own listener any more.
+    assert _until(
+        lambda: {node: _answer(node) for node in NODE_NAMESPACES} == {"lab-node-1": "000", "lab-node-2": "000"}
+    )
     endpoints = json.loads(
         kubectl(cluster, "get", "endpointslices", "-l", "kubernetes.io/service-name=np-probe", "-o", "json")
     )["items"]
@@ -153,6 +199,9 @@ def test_a_services_node_port_is_in_the_ruleset_only_while_the_service_exists(cl
     kubectl(cluster, "delete", "service", "np-probe", "--wait=true", timeout=90)
     for ns in NODE_NAMESPACES.values():
         assert _until(lambda ns=ns: _maps_holding(ns, NODE_PORT) == {}), (ns, _maps_holding(ns, NODE_PORT))
+    assert _until(
+        lambda: {node: _answer(node) for node in NODE_NAMESPACES} == {"lab-node-1": "200", "lab-node-2": "200"}
+    )
     kubectl(cluster, "delete", "deployment", "np-probe", "--wait=true", timeout=90)
 
 
