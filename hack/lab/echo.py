@@ -14,14 +14,17 @@ Usage: python echo.py --dir POD_ROOT   (a self-signed certificate is made there)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
+import socket
+import socketserver
 import ssl
 import struct
 import subprocess
+import threading
 from pathlib import Path
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+TIMEOUT = 10
 
 
 def answer(status: str, body: str) -> bytes:
@@ -32,31 +35,30 @@ def answer(status: str, body: str) -> bytes:
     ).encode() + data
 
 
-async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
-    lines = head.decode("latin-1").split("\r\n")
+def read_request(conn: socket.socket) -> tuple[str, dict[str, str]]:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        if not chunk or len(head) > 65536:
+            raise ConnectionError("no complete request head")
+        head += chunk
+    lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     headers = {}
     for line in lines[1:]:
-        if ":" in line:
-            name, _, value = line.partition(":")
+        name, sep, value = line.partition(":")
+        if sep:
             headers[name.strip().lower()] = value.strip()
     return lines[0], headers
 
 
-async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        request, headers = await read_request(reader)
-        path = request.split(" ")[1] if " " in request else "/"
-        if path == "/healthz":
-            writer.write(answer("200 OK", "ok\n"))
-        else:
-            xff = [a.strip() for a in headers.get("x-forwarded-for", "").split(",") if a.strip()]
-            writer.write(answer("200 OK", (xff[-1] if xff else "no X-Forwarded-For") + "\n"))
-        await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+def read_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))  # never more than asked: what follows stays for TLS
+        if not chunk:
+            raise ConnectionError("closed inside the PROXY header")
+        data += chunk
+    return data
 
 
 def proxy_v2_source(header: bytes, body: bytes) -> str:
@@ -71,26 +73,47 @@ def proxy_v2_source(header: bytes, body: bytes) -> str:
     raise ValueError(f"address family {family:#x}")
 
 
-async def tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
-    try:
-        header = await asyncio.wait_for(reader.readexactly(16), timeout=10)
-        if header[:12] != V2_SIGNATURE:
-            return
-        (length,) = struct.unpack("!H", header[14:16])
-        source = proxy_v2_source(header, await reader.readexactly(length))
-        await writer.start_tls(context)
-        await read_request(reader)
-        writer.write(answer("200 OK", source + "\n"))
-        await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError, ValueError):
-        pass
-    except ssl.SSLError:
-        pass
-    finally:
-        writer.close()
+class Plain(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.settimeout(TIMEOUT)
+        try:
+            request, headers = read_request(self.request)
+            path = request.split(" ")[1] if request.count(" ") >= 2 else "/"
+            if path == "/healthz":
+                self.request.sendall(answer("200 OK", "ok\n"))
+                return
+            xff = [a.strip() for a in headers.get("x-forwarded-for", "").split(",") if a.strip()]
+            self.request.sendall(answer("200 OK", (xff[-1] if xff else "no X-Forwarded-For") + "\n"))
+        except (OSError, ConnectionError):
+            pass
 
 
-async def serve(root: Path) -> None:
+class Passthrough(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.settimeout(TIMEOUT)
+        try:
+            header = read_exactly(self.request, 16)
+            if header[:12] != V2_SIGNATURE:
+                return
+            (length,) = struct.unpack("!H", header[14:16])
+            source = proxy_v2_source(header, read_exactly(self.request, length))
+            with self.server.context.wrap_socket(self.request, server_side=True) as tls:
+                read_request(tls)
+                tls.sendall(answer("200 OK", source + "\n"))
+        except (OSError, ConnectionError, ValueError):
+            pass
+
+
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    context: ssl.SSLContext
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dir", required=True, type=Path)
+    root = parser.parse_args().dir
     key, cert = root / "tls.key", root / "tls.crt"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -99,18 +122,12 @@ async def serve(root: Path) -> None:
         capture_output=True,
         timeout=30,
     )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    plain = await asyncio.start_server(http, "0.0.0.0", 8080)
-    secure = await asyncio.start_server(lambda r, w: tls(r, w, context), "0.0.0.0", 8443)
-    async with plain, secure:
-        await asyncio.gather(plain.serve_forever(), secure.serve_forever())
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--dir", required=True, type=Path)
-    asyncio.run(serve(parser.parse_args().dir))
+    plain = Server(("0.0.0.0", 8080), Plain)
+    secure = Server(("0.0.0.0", 8443), Passthrough)
+    secure.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    secure.context.load_cert_chain(cert, key)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    secure.serve_forever()
 
 
 if __name__ == "__main__":

@@ -358,39 +358,9 @@ class Agent:
 
     # --- kube-proxy -------------------------------------------------------------------------------
     def nodeport_rules(self) -> tuple[list[str], list[str]]:
-        dnat, drop = [], []
-        slices: dict[tuple[str, str], list] = {}
-        for s in self.discovery.list_endpoint_slice_for_all_namespaces(timeout_seconds=10).items:
-            owner = (s.metadata.labels or {}).get("kubernetes.io/service-name")
-            if owner and s.address_type == "IPv4":
-                slices.setdefault((s.metadata.namespace, owner), []).append(s)
-        for svc in self.core.list_service_for_all_namespaces(timeout_seconds=10).items:
-            if svc.spec.type not in ("NodePort", "LoadBalancer"):
-                continue
-            local = (svc.spec.external_traffic_policy or "Cluster") == "Local"
-            for port in svc.spec.ports or []:
-                if not port.node_port or (port.protocol or "TCP") != "TCP":
-                    continue
-                targets = []
-                for s in slices.get((svc.metadata.namespace, svc.metadata.name), []):
-                    number = next((p.port for p in s.ports or [] if p.name == port.name), None)
-                    for ep in s.endpoints or []:
-                        ready = ep.conditions is None or ep.conditions.ready is not False
-                        if number and ready and (not local or ep.node_name == self.node):
-                            targets += [f"{a} . {number}" for a in ep.addresses]
-                match = f"ip daddr {self.node_ip} tcp dport {port.node_port}"
-                if not targets:
-                    if local:
-                        drop.append(f"{match} drop")
-                    continue
-                targets.sort()
-                mark = "" if local else f"meta mark set {CLUSTER_MARK} "
-                if len(targets) == 1:
-                    dnat.append(f"{match} {mark}dnat ip to {targets[0].replace(' . ', ':')}")
-                else:
-                    pairs = ", ".join(f"{i} : {t}" for i, t in enumerate(targets))
-                    dnat.append(f"{match} {mark}dnat ip to numgen random mod {len(targets)} map {{ {pairs} }}")
-        return dnat, drop
+        services = self.core.list_service_for_all_namespaces(timeout_seconds=10).items
+        slices = self.discovery.list_endpoint_slice_for_all_namespaces(timeout_seconds=10).items
+        return nodeport_rules(services, slices, self.node, self.node_ip)
 
     def apply_rules(self, dnat: list[str], drop: list[str]) -> None:
         nl = "\n        "
@@ -467,6 +437,47 @@ class Agent:
             self.stop(r)
         run("nft", "delete", "table", "ip", NFT_TABLE, check=False)
         log("agent stopped")
+
+
+def nodeport_rules(services: list, slices: list, node: str, node_ip: str) -> tuple[list[str], list[str]]:
+    """kube-proxy's NodePort handling on one node, as nft rules: (DNAT rules, drop rules). A port of a
+    NodePort or LoadBalancer Service goes to its ready endpoints (EndpointSlices), with
+    externalTrafficPolicy Local only to those on this node, keeping the client's address, and is
+    dropped when there is none (kube-proxy's nftables mode drops it too); with Cluster to any ready
+    endpoint, masqueraded (the mark), and left alone (refused: nothing listens) when there is none."""
+    dnat, drop = [], []
+    by_service: dict[tuple[str, str], list] = {}
+    for s in slices:
+        owner = (s.metadata.labels or {}).get("kubernetes.io/service-name")
+        if owner and s.address_type == "IPv4":
+            by_service.setdefault((s.metadata.namespace, owner), []).append(s)
+    for svc in services:
+        if svc.spec.type not in ("NodePort", "LoadBalancer"):
+            continue
+        local = (svc.spec.external_traffic_policy or "Cluster") == "Local"
+        for port in svc.spec.ports or []:
+            if not port.node_port or (port.protocol or "TCP") != "TCP":
+                continue
+            targets = []
+            for s in by_service.get((svc.metadata.namespace, svc.metadata.name), []):
+                number = next((p.port for p in s.ports or [] if p.name == port.name), None)
+                for ep in s.endpoints or []:
+                    ready = ep.conditions is None or ep.conditions.ready is not False
+                    if number and ready and (not local or ep.node_name == node):
+                        targets += [f"{a} . {number}" for a in ep.addresses]
+            match = f"ip daddr {node_ip} tcp dport {port.node_port}"
+            if not targets:
+                if local:
+                    drop.append(f"{match} drop")
+                continue
+            targets.sort()
+            mark = "" if local else f"meta mark set {CLUSTER_MARK} "
+            if len(targets) == 1:
+                dnat.append(f"{match} {mark}dnat ip to {targets[0].replace(' . ', ':')}")
+            else:
+                pairs = ", ".join(f"{i} : {t}" for i, t in enumerate(targets))
+                dnat.append(f"{match} {mark}dnat ip to numgen random mod {len(targets)} map {{ {pairs} }}")
+    return dnat, drop
 
 
 def main() -> None:
