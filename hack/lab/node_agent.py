@@ -416,6 +416,7 @@ class Agent:
                 except Exception as exc:  # noqa: BLE001 (one pod that cannot start does not stop the node)
                     log(f"pod {pod.metadata.namespace}/{pod.metadata.name}: cannot start: {exc}")
                     run("ip", "netns", "del", f"{self.cfg['nsPrefix']}-pod-{short(uid)}", check=False)
+                    self.routes.pop(pod.status.pod_ip, None)
         now = time.monotonic()
         for r in self.runs.values():
             self.tick(r, now)
