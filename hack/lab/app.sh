@@ -5,7 +5,8 @@
 # stack's gateway: an Istio Gateway + VirtualService (HTTP on 80, TLS passed through on 443), a
 # DestinationRule that makes Envoy send PROXY v2 to the TLS backend (so the backend sees the
 # visitor's address through a passthrough), and a Telemetry turning on Envoy's access log (the
-# "envoy" provider: text to the proxy's stdout). Gateway API mode (gateway.api: gateway-api) is not
+# "envoy" provider: text to the proxy's stdout) and Istio's metrics off (the stock Envoy has no
+# istio.stats filter). Gateway API mode (gateway.api: gateway-api) is not
 # covered yet.
 #   hack/lab/app.sh apply    create or update them and wait for the echo pod to be ready
 #   hack/lab/app.sh delete   remove them
@@ -85,6 +86,11 @@ kind: Telemetry
 metadata: {name: lab-access-log, namespace: istio-system}
 spec:
   accessLogging: [{providers: [{name: envoy}]}]
+  # Istio's stats filter (istio.stats) is in Istio's proxy build only, not in the stock Envoy the lab
+  # runs: all metrics off drops the filter (docs/stand-ins.md).
+  metrics:
+    - providers: [{name: prometheus}]
+      overrides: [{match: {metric: ALL_METRICS, mode: CLIENT_AND_SERVER}, disabled: true}]
 YAML
 }
 

@@ -57,6 +57,17 @@ def run(*argv: str, check: bool = True, input: str | None = None) -> subprocess.
     return result
 
 
+SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes resource quantity (`500m`, `1Gi`, `2`) as a number."""
+    m = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", text.strip())
+    if not m or m.group(2) not in ("", *SUFFIXES):
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(m.group(1)) * SUFFIXES.get(m.group(2), 1)
+
+
 def short(uid: str) -> str:
     return hashlib.sha256(uid.encode()).hexdigest()[:7]
 
@@ -136,7 +147,7 @@ class Agent:
             "spec.nodeName": pod.spec.node_name,
             "spec.serviceAccountName": pod.spec.service_account_name,
             "status.podIP": pod.status.pod_ip,
-            "status.podIPs": ",".join(p.ip for p in pod.status.pod_i_ps or []),
+            "status.podIPs": ",".join(p.ip for p in pod.status.pod_ips or []),
             "status.hostIP": self.node_ip,
             "status.hostIPs": self.node_ip,
         }
@@ -152,12 +163,9 @@ class Agent:
         if value is None:  # no limit: the node's allocatable, as a kubelet gives it
             node = self.core.read_node(self.node)
             value = (node.status.allocatable or {}).get(name, "0")
-        if name == "cpu":
-            cores = float(value[:-1]) / 1000 if str(value).endswith("m") else float(value)
-            divisor = ref.divisor or "1"
-            d = float(divisor[:-1]) / 1000 if str(divisor).endswith("m") else float(divisor)
-            return str(max(1, int(-(-cores // d))))
-        return str(value)
+        # As a kubelet: the quantity divided by the divisor, rounded up (cpu at least 1).
+        amount = -(-quantity(str(value)) // quantity(str(ref.divisor or "1")))
+        return str(max(1, int(amount)) if name == "cpu" else int(amount))
 
     def expand(self, text: str, env: dict[str, str]) -> str:
         return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text)
@@ -333,6 +341,18 @@ class Agent:
                 if r.failures >= r.probe["failure"] or not r.ready:
                     r.ready = False
 
+    def not_ready(self, pod) -> None:
+        """A pod whose container cannot start is not ready (kwok marks every pod Ready at creation)."""
+        ready = {c.type: c.status for c in pod.status.conditions or []}.get("Ready")
+        if ready != "False":
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            conditions = [
+                {"type": t, "status": "False", "lastTransitionTime": stamp} for t in ("Ready", "ContainersReady")
+            ]
+            self.core.patch_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace, {"status": {"conditions": conditions}}
+            )
+
     def report(self, r: PodRun) -> None:
         if r.reported == r.ready:
             return
@@ -415,6 +435,7 @@ class Agent:
                     self.runs[uid] = self.start(pod, container)
                 except Exception as exc:  # noqa: BLE001 (one pod that cannot start does not stop the node)
                     log(f"pod {pod.metadata.namespace}/{pod.metadata.name}: cannot start: {exc}")
+                    self.not_ready(pod)
                     run("ip", "netns", "del", f"{self.cfg['nsPrefix']}-pod-{short(uid)}", check=False)
                     self.routes.pop(pod.status.pod_ip, None)
         now = time.monotonic()
