@@ -51,3 +51,10 @@ lab-test: setup lab-cache toolchain
 	$(TOOLCHAIN_ENV) && timeout -k 60 --signal=INT 2400 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab
 
 TEST_LAYERS += lab-test
+
+# The edge on the real gateway data plane (LAB_DATA_PLANE=envoy: pilot-agent and the stock Envoy in
+# every gateway pod) on the lab-test instance, after lab-test (they share its name and lock).
+lab-envoy-test: setup lab-cache toolchain
+	$(TOOLCHAIN_ENV) && LAB_NAME=lab-test timeout -k 60 --signal=INT 1200 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab_envoy
+
+TEST_LAYERS += lab-envoy-test
