@@ -109,7 +109,9 @@ ip netns exec "$NS_ROUTER" python3 -m http.server "$APT_PORT" --bind "$APT_ADDR"
 echo $! >"$PID_DIR/apt-http.pid"
 
 # --- gateway stand-ins: nginx behaving like the Istio gateway's Envoy (docs/stand-ins.md) --
-bash "$LAB_REPO/hack/lab/gateways.sh"
+# Only without the real data plane: with it, the nodes answer a NodePort only for a Service with a
+# ready endpoint (the node agents' kube-proxy rules), and a port no Service holds is closed.
+[ "$LAB_DATA_PLANE" = nginx ] && bash "$LAB_REPO/hack/lab/gateways.sh"
 
 # --- the HAProxy hosts: Debian bookworm booted with systemd as PID 1, an HA pair -------
 # systemd-nspawn, not QEMU: KVM guests hang on this kind of machine and TCG is slow (docs/lab.md).
@@ -159,6 +161,7 @@ for ns in "$NS_EDGE" "$NS_EDGE2"; do
     sleep 0.1
   done
   ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz"
+  [ "$LAB_DATA_PLANE" = nginx ] || continue
   for addr in "$GATEWAY1" "$GATEWAY2"; do
     ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$addr:$NODE_PORT_STATUS/healthz/ready"
   done

@@ -16,7 +16,8 @@ import pytest
 
 from hack.lab.labkit import REPO, Lab
 
-LAB_NAME = "lab-test"
+# lab-test under `make lab-envoy-test`; LAB_NAME=lab runs the same tests on the `lab` instance.
+LAB_NAME = os.environ.get("LAB_NAME", "lab-test")
 ENV = dict(os.environ, LAB_NAME=LAB_NAME, LAB_DATA_PLANE="envoy")
 
 

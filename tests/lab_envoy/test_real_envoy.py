@@ -18,7 +18,10 @@ from hack.lab.labkit import in_namespace
 from hack.lab.prove import live_traffic_rows
 from tests.lab_envoy.conftest import gateway_pods
 
-NODE_NAMESPACES = {"192.0.2.50": "siet-gw1", "192.0.2.51": "siet-gw2"}
+
+def _node_namespaces(lab) -> dict[str, str]:
+    """Each node's address and the network namespace it lives in."""
+    return {g["address"]: g["namespace"] for g in lab.gateways}
 
 
 def _pod_namespace(lab, pod: dict) -> str:
@@ -85,7 +88,7 @@ def test_every_gateway_pod_runs_pilot_agent_and_the_pinned_stock_envoy(envoy_lab
 def test_pod_ready_follows_envoy_readiness_on_15021(envoy_lab) -> None:
     for pod in gateway_pods(envoy_lab):
         ready = in_namespace(
-            NODE_NAMESPACES[pod["status"]["hostIP"]],
+            _node_namespaces(envoy_lab)[pod["status"]["hostIP"]],
             [
                 "curl",
                 "-s",
@@ -124,7 +127,7 @@ def test_strict_mode_refuses_a_connection_without_a_proxy_header(envoy_lab) -> N
 
 def test_a_proxy_header_forged_by_a_peer_that_is_not_haproxy_is_refused(envoy_lab) -> None:
     pod, node = _gateway(envoy_lab)
-    other_node = next(ns for address, ns in NODE_NAMESPACES.items() if address != node)
+    other_node = next(ns for address, ns in _node_namespaces(envoy_lab).items() if address != node)
     echo = envoy_lab.kube_json("pods", "-n", "lab-echo")["items"][0]
     denied_before = _envoy_stat(envoy_lab, pod, "source_ip_edge_trusted_peers.rbac.denied")
     peers = [
