@@ -14,9 +14,9 @@ from pathlib import Path
 
 from components.haproxy_host.haproxy_cfg import ADMIN_SOCKET
 from hack.lab.haproxy_runtime import wait_until_checked
-from hack.lab.labkit import in_namespace
+from hack.lab.labkit import REPO, in_namespace
 from hack.lab.prove import live_traffic_rows
-from tests.lab_envoy.conftest import gateway_pods
+from tests.lab_envoy.conftest import gateway_pods, lab_script
 
 
 def _node_namespaces(lab) -> dict[str, str]:
@@ -165,3 +165,47 @@ def test_haproxy_checks_the_real_status_port_up_only_where_a_ready_pod_runs(envo
     # drops the check (no local endpoint), so HAProxy sends no visitor there.
     assert up == {node}, states
     assert all(s.check_code == "200" for s in states if s.status == "UP"), states
+
+
+def _set_strict(lab, strict: bool) -> None:
+    subprocess.run(
+        [
+            "pulumi",
+            "config",
+            "set",
+            "--path",
+            "--stack",
+            lab.name,
+            "source-ip-edge:proxyProtocol.strict",
+            str(strict).lower(),
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    lab_script("stack.sh", "up")
+
+
+def test_lenient_mode_accepts_a_connection_with_and_without_a_header_on_the_same_port(envoy_lab) -> None:
+    _, node = _gateway(envoy_lab)
+    edge = envoy_lab.edge_address
+    _set_strict(envoy_lab, False)
+    try:
+        # The EnvoyFilter's new listener filter is pushed to the running Envoy: poll until it has it.
+        deadline = time.monotonic() + 60
+        while (plain := _raw(envoy_lab.edge_namespace, node, 30080, _request(None, node, 30080))) == b"":
+            assert time.monotonic() < deadline, "lenient mode: a connection without a header is still closed"
+            time.sleep(1)
+        # Without a header the peer's own address is the client's (the HAProxy host, allowed by no list:
+        # RBAC's allow list refuses it); with one, the claimed visitor's.
+        assert plain.startswith(b"HTTP/1.1 403"), plain
+        reply = _raw(envoy_lab.edge_namespace, node, 30080, _request("198.51.100.7", node, 30080))
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"198.51.100.7\n"), reply
+        assert edge not in reply.decode()
+    finally:
+        _set_strict(envoy_lab, True)
+    deadline = time.monotonic() + 60
+    while _raw(envoy_lab.edge_namespace, node, 30080, _request(None, node, 30080)) != b"":
+        assert time.monotonic() < deadline, "strict again: a connection without a header is still answered"
+        time.sleep(1)
