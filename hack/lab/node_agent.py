@@ -353,8 +353,11 @@ class Agent:
                 pod.metadata.name, pod.metadata.namespace, {"status": {"conditions": conditions}}
             )
 
-    def report(self, r: PodRun) -> None:
-        if r.reported == r.ready:
+    def report(self, r: PodRun, pod) -> None:
+        """The probe's result as the pod's Ready condition, whenever the API server holds another one
+        (kwok's pod-ready stage marks every new pod Ready, before any probe ran)."""
+        held = {c.type: c.status for c in pod.status.conditions or []}.get("Ready")
+        if r.reported == r.ready and held == ("True" if r.ready else "False"):
             return
         status = "True" if r.ready else "False"
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -439,9 +442,9 @@ class Agent:
                     run("ip", "netns", "del", f"{self.cfg['nsPrefix']}-pod-{short(uid)}", check=False)
                     self.routes.pop(pod.status.pod_ip, None)
         now = time.monotonic()
-        for r in self.runs.values():
+        for uid, r in self.runs.items():
             self.tick(r, now)
-            self.report(r)
+            self.report(r, wanted[uid][0])
         self.apply_rules(*self.nodeport_rules())
 
     def loop(self) -> None:
