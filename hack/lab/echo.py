@@ -8,7 +8,8 @@ each request with the visitor's address as the backend sees it.
   (the DestinationRule's `proxyProtocol`), then the visitor's TLS bytes. A connection without a valid
   v2 header is closed. The body is the header's source address.
 
-Usage: python echo.py --dir POD_ROOT   (a self-signed certificate is made there)
+Usage: python echo.py --dir POD_ROOT [--address A --http-port P --tls-port P]   (a self-signed certificate
+is made in POD_ROOT)
 """
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ class Server(socketserver.ThreadingTCPServer):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True, type=Path)
-    root = parser.parse_args().dir
+    parser.add_argument("--address", default="0.0.0.0")
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--tls-port", type=int, default=8443)
+    args = parser.parse_args()
+    root = args.dir
     key, cert = root / "tls.key", root / "tls.crt"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -122,8 +127,8 @@ def main() -> None:
         capture_output=True,
         timeout=30,
     )
-    plain = Server(("0.0.0.0", 8080), Plain)
-    secure = Server(("0.0.0.0", 8443), Passthrough)
+    plain = Server((args.address, args.http_port), Plain)
+    secure = Server((args.address, args.tls_port), Passthrough)
     secure.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     secure.context.load_cert_chain(cert, key)
     threading.Thread(target=plain.serve_forever, daemon=True).start()

@@ -19,14 +19,24 @@ ECHO = Path(__file__).resolve().parents[3] / "hack" / "lab" / "echo.py"
 V2 = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HTTP_PORT, TLS_PORT = _free_port(), _free_port()
+
+
 @pytest.fixture(scope="module")
 def echo(tmp_path_factory):
     root = tmp_path_factory.mktemp("echo")
-    proc = subprocess.Popen([sys.executable, str(ECHO), "--dir", str(root)], stderr=subprocess.PIPE)
+    argv = [sys.executable, str(ECHO), "--dir", str(root), "--address", "127.0.0.1"]
+    proc = subprocess.Popen(argv + ["--http-port", str(HTTP_PORT), "--tls-port", str(TLS_PORT)])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", 8443), timeout=1).close()
+            socket.create_connection(("127.0.0.1", TLS_PORT), timeout=1).close()
             break
         except OSError:
             time.sleep(0.1)
@@ -36,7 +46,7 @@ def echo(tmp_path_factory):
 
 
 def _http(request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", 8080), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=5) as s:
         s.sendall(request)
         return b"".join(iter(lambda: s.recv(4096), b""))
 
@@ -51,7 +61,7 @@ def _v2(source: str, dest: str) -> bytes:
 def _tls(prefix: bytes) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", 8443), timeout=5) as raw:
+    with socket.create_connection(("127.0.0.1", TLS_PORT), timeout=5) as raw:
         raw.sendall(prefix)
         with context.wrap_socket(raw, server_hostname="echo.lab.invalid") as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n")
