@@ -44,6 +44,17 @@ LAB_KUBECONFIG=$LAB_CP_DIR/kubeconfig
 # kwokctl runs; istioctl renders Istio's charts, kubectl applies them, pilot-discovery is istiod;
 # helm packages the charts for the lab's chart repository, go finds the module holding them.
 CP_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kwok kwokctl kubectl istioctl pilot-discovery helm go"
+# The gateway's data plane. envoy: each gateway pod the API server holds runs Istio's pilot-agent and
+# the stock Envoy in a network namespace at its pod IP, started by a node agent per node
+# (hack/lab/node_agent.py), which also forwards the NodePorts like kube-proxy; the echo backend
+# behind it is installed by hack/lab/app.sh. nginx: only the gateway stand-ins (docs/stand-ins.md).
+# The lab-test instance keeps nginx until its tests run on the real data plane.
+case "$LAB_NAME" in
+  lab) LAB_DATA_PLANE=${LAB_DATA_PLANE:-envoy} ;;
+  *)   LAB_DATA_PLANE=${LAB_DATA_PLANE:-nginx} ;;
+esac
+DATA_PLANE_BINARIES="pilot-agent envoy"
+ECHO_IMAGE=lab.invalid/echo       # the image the node agents run as hack/lab/echo.py
 # Plain files that users and tests read (lab.json, the rendered Kubernetes YAML); nothing live.
 LAB_OUT=$LAB_REPO/build/$LAB_NAME
 
@@ -64,12 +75,15 @@ NS_VISITOR2=$NS_PREFIX-v2
 NS_GATEWAY1=$NS_PREFIX-gw1
 NS_GATEWAY2=$NS_PREFIX-gw2
 LAB_NAMESPACES="$NS_ROUTER $NS_EDGE $NS_EDGE2 $NS_VISITOR1 $NS_VISITOR2 $NS_GATEWAY1 $NS_GATEWAY2"
+POD_NS_PREFIX=$NS_PREFIX-pod-     # the pods' network namespaces: <prefix><hash of the pod's uid>
 ROOT_VETH=$NS_PREFIX-0            # the root namespace's end of the link to the lab
 ROOT_ADDR=203.0.113.254           # its address (a /32), the source of the engine's SSH
 
 VISITOR1=198.51.100.7
 VISITOR1_6=2001:db8:100::7
 VISITOR2=198.51.100.8
+DENIED_VISITOR=198.51.100.66      # in the lab stack's access.deny (one per family)
+DENIED_VISITOR_6=2001:db8:100::66
 GATEWAY1=192.0.2.50
 GATEWAY2=192.0.2.51
 APT_ADDR=203.0.113.1              # the router's address on the edge link serves the apt repo

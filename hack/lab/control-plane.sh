@@ -129,6 +129,13 @@ wait_for() {  # tenths of a second, description, command...
 # istio-sidecar-injector ConfigMap exists (istiod reads the injector's templates at start and
 # skips the injector without them), stopped when the pod is gone (helm uninstall, pulumi destroy).
 # Its pid file is outside $CP_PIDS: istiod being down is a state of the cluster, not a fault.
+# With the real gateway data plane (the stock Envoy, docs/stand-ins.md), istiod leaves out Istio's
+# metadata exchange filters (`istio.metadata_exchange` on clusters and TCP listeners, the HTTP peer
+# metadata filter) and its ALPN override filter (`istio.alpn`), which only Istio's proxy build has.
+# The istiod chart's `pilot.env` sets the same for a user.
+ISTIOD_DATA_PLANE_ENV=()
+[ "$LAB_DATA_PLANE" = envoy ] && ISTIOD_DATA_PLANE_ENV=(PILOT_ENABLE_METADATA_EXCHANGE=false PILOT_ENABLE_ALPN_FILTER=false)
+
 start_istiod() {  # pod name
   mkdir -p "$CP_DIR/istiod"   # its DNS certificates go below its working directory
   (
@@ -136,7 +143,7 @@ start_istiod() {  # pod name
     # The environment the istiod chart gives its container, with the kwok pod's name.
     POD_NAMESPACE=$ISTIO_NAMESPACE POD_NAME=$1 SERVICE_ACCOUNT=istiod REVISION=default CLUSTER_ID=Kubernetes \
       PILOT_CERT_PROVIDER=istiod JWT_POLICY=first-party-jwt \
-      exec ip netns exec "$CP_NS" pilot-discovery discovery --kubeconfig "$CLUSTER_DIR/kubeconfig.yaml" \
+      exec env "${ISTIOD_DATA_PLANE_ENV[@]}" ip netns exec "$CP_NS" pilot-discovery discovery --kubeconfig "$CLUSTER_DIR/kubeconfig.yaml" \
       --grpcAddr :15010 --httpsAddr :15017 --httpAddr 127.0.0.1:8080 --monitoringAddr :15014 \
       --domain cluster.local --keepaliveMaxServerConnectionAge 30m --log_output_level default:info
   ) </dev/null >>"$CP_DIR/istiod.log" 2>&1 &

@@ -18,6 +18,16 @@ lab_pids() {
   true
 } 2>/dev/null
 
+# The node agents first: on SIGTERM each stops its pods' processes (SIGTERM, their grace period, at most
+# 30 s) and removes their namespaces. Whatever is left in a pod namespace is stopped by pid after.
+agents=()
+for f in "$PID_DIR"/node-agent-*.pid; do [ -s "$f" ] && running "$(cat "$f")" && agents+=("$(cat "$f")"); done
+[ "${#agents[@]}" -eq 0 ] || stop_pids 450 "${agents[@]}"
+pod_namespaces() { ip netns list | awk '{print $1}' | grep "^$POD_NS_PREFIX" || true; }
+mapfile -t pids < <(for ns in $(pod_namespaces); do ip netns pids "$ns"; done | sort -un)
+stop_pids 100 "${pids[@]}"
+for ns in $(pod_namespaces); do ip netns del "$ns"; done
+
 bash "$LAB_REPO/hack/lab/control-plane.sh" down || log "the control plane did not come down cleanly" >&2
 stop_host "$HOST_PID_FILE" "$HOST_ROOT" &
 stop_host "$HOST2_PID_FILE" "$HOST2_ROOT" &

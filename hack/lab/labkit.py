@@ -28,6 +28,8 @@ class Visitor:
     address: str
     target: str
     """The HAProxy host address this visitor connects to (IPv4 or IPv6)."""
+    allowed: bool = True
+    """Whether the stack's access lists let this address through (the lab's denied visitors: False)."""
 
     def url(self, scheme: str) -> str:
         host = f"[{self.target}]" if ":" in self.target else self.target
@@ -73,6 +75,10 @@ class Lab:
     """The control plane's control-plane.json: its API server, istiod, chart repository."""
     gateway_service: dict | None = None
     """The gateway Service the stack installs: namespace, name and the NodePorts its config pins."""
+    data_plane: str = "nginx"
+    """envoy: the gateway pods run pilot-agent and Envoy (hack/lab/node_agent.py); nginx: the stand-ins."""
+    node_agent: dict | None = None
+    """The node agents' config file, the pods' directory and the prefix of the pods' namespaces."""
 
     @classmethod
     def load(cls, name: str = "lab") -> Lab:
@@ -104,6 +110,8 @@ class Lab:
             kubeconfig=Path(raw["kubeconfig"]) if raw.get("kubeconfig") else None,
             control_plane=Path(raw["controlPlane"]) if raw.get("controlPlane") else None,
             gateway_service=raw.get("gatewayService"),
+            data_plane=raw.get("dataPlane", "nginx"),
+            node_agent=raw.get("nodeAgent"),
         )
 
     def kubectl(self, *args: str, timeout: float = 60, input_json: dict | None = None) -> subprocess.CompletedProcess:
@@ -282,6 +290,30 @@ class Lab:
         if result.returncode != 0:
             return f"error (curl exit {result.returncode})"
         return result.stdout.strip()
+
+    def visit(self, visitor: Visitor, scheme: str, path: str = "/") -> tuple[str, str]:
+        """One request from the visitor's own address: (HTTP status, or `closed` when the connection
+        ended without an answer; the body)."""
+        argv = ["curl", "-sS", "--max-time", "5", "-k", "--interface", visitor.address, "-w", "\n%{http_code}"]
+        result = in_namespace(visitor.namespace, [*argv, visitor.url(scheme).rstrip("/") + path], timeout=15)
+        body, _, code = result.stdout.rpartition("\n")
+        if result.returncode != 0 or code == "000":
+            return "closed", f"curl exit {result.returncode}"
+        return code, body.strip()
+
+    def gateway_logs(self) -> dict[str, int]:
+        """The size of each gateway pod's proxy log (pilot-agent's and Envoy's stdout: the access log)."""
+        pods = Path(self.node_agent["pods"]) if self.node_agent else None
+        return {str(p): p.stat().st_size for p in sorted(pods.glob("*/istio-proxy.log"))} if pods else {}
+
+    def access_log_since(self, sizes: dict[str, int]) -> list[str]:
+        """The access log lines the gateway pods wrote since `sizes` (gateway_logs)."""
+        lines = []
+        for path in self.gateway_logs():
+            with open(path, "rb") as fh:
+                fh.seek(sizes.get(path, 0))
+                lines += [line for line in fh.read().decode(errors="replace").splitlines() if line.startswith("[")]
+        return lines
 
     def start_load(
         self,

@@ -26,7 +26,9 @@ lab_is_up() {
 
 refuse_foreign_lab
 missing=""
-for b in $CP_BINARIES; do command -v "$b" >/dev/null || missing="$missing $b"; done
+binaries=$CP_BINARIES
+[ "$LAB_DATA_PLANE" = envoy ] && binaries="$binaries $DATA_PLANE_BINARIES"
+for b in $binaries; do command -v "$b" >/dev/null || missing="$missing $b"; done
 if [ -n "$missing" ]; then
   log "not on PATH:$missing (the control plane's binaries: eval \"\$(make -s toolchain-env)\" first)" >&2
   exit 1
@@ -83,6 +85,12 @@ attach "$NS_VISITOR1" br-visitors "$VISITOR1" "$VISITOR1_6"
 attach "$NS_VISITOR2" br-visitors "$VISITOR2" -
 attach "$NS_EDGE" br-edge "$EDGE_ADDR" "$EDGE_ADDR6"
 attach "$NS_EDGE2" br-edge "$EDGE2_ADDR" -
+# With the real data plane, visitor-2 also sends from an address each family's deny list holds.
+if [ "$LAB_DATA_PLANE" = envoy ]; then
+  ip -n "$NS_VISITOR2" addr add "$DENIED_VISITOR/24" dev eth0
+  ip -n "$NS_VISITOR2" addr add "$DENIED_VISITOR_6/64" dev eth0 nodad
+  ip -n "$NS_VISITOR2" -6 route add default via 2001:db8:100::1
+fi
 attach "$NS_GATEWAY1" br-gateways "$GATEWAY1" -
 attach "$NS_GATEWAY2" br-gateways "$GATEWAY2" -
 
@@ -101,7 +109,9 @@ ip netns exec "$NS_ROUTER" python3 -m http.server "$APT_PORT" --bind "$APT_ADDR"
 echo $! >"$PID_DIR/apt-http.pid"
 
 # --- gateway stand-ins: nginx behaving like the Istio gateway's Envoy (docs/stand-ins.md) --
-bash "$LAB_REPO/hack/lab/gateways.sh"
+# Only without the real data plane: with it, the nodes answer a NodePort only for a Service with a
+# ready endpoint (the node agents' kube-proxy rules), and a port no Service holds is closed.
+[ "$LAB_DATA_PLANE" = nginx ] && bash "$LAB_REPO/hack/lab/gateways.sh"
 
 # --- the HAProxy hosts: Debian bookworm booted with systemd as PID 1, an HA pair -------
 # systemd-nspawn, not QEMU: KVM guests hang on this kind of machine and TCG is slow (docs/lab.md).
@@ -151,6 +161,7 @@ for ns in "$NS_EDGE" "$NS_EDGE2"; do
     sleep 0.1
   done
   ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$APT_ADDR:$APT_PORT/Packages.gz"
+  [ "$LAB_DATA_PLANE" = nginx ] || continue
   for addr in "$GATEWAY1" "$GATEWAY2"; do
     ip netns exec "$ns" curl -sf -o /dev/null --max-time 2 "http://$addr:$NODE_PORT_STATUS/healthz/ready"
   done
@@ -174,6 +185,55 @@ read -r CHART_REPOSITORY CHART_VERSION KUBE_CONTEXT < <(python3 -c '
 import json, sys
 cp = json.load(open(sys.argv[1]))
 print(cp["chartRepository"], cp["chartVersion"], cp["context"])' "$LAB_CP_DIR/control-plane.json")
+
+# --- the gateway's data plane: a node agent per node (kubelet and kube-proxy for the pods the lab runs) --
+if [ "$LAB_DATA_PLANE" = envoy ]; then
+  # The nodes reach the control plane as a cluster's nodes do: a link from the router to its namespace
+  # (the root namespace keeps its own link to the API server, and forwards nothing).
+  cp_ns=$NS_PREFIX-cp
+  cp_addr=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$LAB_CP_DIR/control-plane.json")
+  cp_net=${cp_addr%.*}
+  ip -n "$NS_ROUTER" link add to-cp type veth peer name rt0 netns "$cp_ns"
+  ip -n "$NS_ROUTER" addr add "$cp_net.5/30" dev to-cp
+  ip -n "$NS_ROUTER" link set to-cp up
+  ip -n "$cp_ns" addr add "$cp_net.6/30" dev rt0
+  ip -n "$cp_ns" link set rt0 up
+  ip -n "$NS_ROUTER" route add "$cp_addr/32" via "$cp_net.6"
+  ip -n "$cp_ns" route add 192.0.2.0/24 via "$cp_net.5"
+  istio_module=$(. "$LAB_REPO/hack/toolchain/versions.env" && echo "$ISTIO_MODULE_VERSION")
+  istio_dir=$( (cd / && go mod download -json "istio.io/istio@$istio_module") |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  # kubeconfig with the API server's address as seen from the nodes (the same as from the root namespace).
+  mkdir -p "$LAB_DIR/pods"
+  chmod 700 "$LAB_DIR/pods"
+  cat >"$LAB_DIR/node-agent.json" <<JSON
+{
+  "runDir": "$LAB_DIR",
+  "kubeconfig": "$LAB_KUBECONFIG",
+  "nsPrefix": "$NS_PREFIX",
+  "podCidr": "10.0.0.0/24",
+  "nodes": {"lab-node-1": {"namespace": "$NS_GATEWAY1", "address": "$GATEWAY1"},
+            "lab-node-2": {"namespace": "$NS_GATEWAY2", "address": "$GATEWAY2"}},
+  "istiod": {"address": "$cp_addr", "names": ["istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local"]},
+  "pilotAgent": "$(command -v pilot-agent)",
+  "envoy": "$(command -v envoy)",
+  "bootstrapTemplate": "$istio_dir/tools/packaging/common/envoy_bootstrap.json",
+  "echo": "$LAB_REPO/hack/lab/echo.py"
+}
+JSON
+  i=0
+  for ns in "$NS_GATEWAY1" "$NS_GATEWAY2"; do
+    i=$((i + 1))
+    nsenter --net="/run/netns/$ns" "$LAB_REPO/.venv/bin/python" "$LAB_REPO/hack/lab/node_agent.py" \
+      "$LAB_DIR/node-agent.json" "lab-node-$i" </dev/null >>"$LAB_DIR/node-agent-$i.log" 2>&1 &
+    echo $! >"$PID_DIR/node-agent-$i.pid"
+  done
+  for i in 1 2; do
+    for _ in $(seq 100); do grep -q "agent up" "$LAB_DIR/node-agent-$i.log" && break; sleep 0.1; done
+    grep -q "agent up" "$LAB_DIR/node-agent-$i.log" || { tail "$LAB_DIR/node-agent-$i.log" >&2; log "node agent $i did not start" >&2; exit 1; }
+  done
+  log "node agents up: gateway pods run pilot-agent and Envoy $(envoy --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*/Clean' | cut -d/ -f1)"
+fi
 
 # The VRRP password of the pair, made here; hack/lab/stack.sh sets it as a secret from stdin.
 openssl rand -hex 4 | tr -d '\n' >"$LAB_DIR/vrrp-password"
@@ -227,12 +287,12 @@ config:
     mode: envoyfilter
     strict: true
   source-ip-edge:access:
-    # The lab's visitors are allowed; one address no visitor has is denied. nginx does not
-    # enforce these (no Envoy here): the lab's API server accepts them through the real istiod's
-    # validation webhook, make lab-validate checks them with istioctl, and istiod's generator
-    # compiles them (make gateway-test), like a real stack's.
+    # The lab's visitors are allowed; one address per family is denied (visitor-2 sends from them
+    # when the gateway pods run Envoy, which enforces these on live traffic). With the nginx stand-ins
+    # only: the lab's API server accepts them through the real istiod's validation webhook, make
+    # lab-validate checks them with istioctl, and istiod's generator compiles them (make gateway-test).
     allow: [198.51.100.0/24, "2001:db8:100::/48"]
-    deny: [198.51.100.66/32]
+    deny: [$DENIED_VISITOR/32, "$DENIED_VISITOR_6/128"]
     trustedPeers: [$EDGE_ADDR/32, $EDGE2_ADDR/32, $EDGE_ADDR6/128]
   source-ip-edge:kubernetes:
     # The lab's API server: hack/lab/stack.sh and tests/lab set KUBECONFIG=$LAB_KUBECONFIG.
@@ -240,6 +300,12 @@ config:
 YAML
 
 # --- what the tests and the proof read -----------------------------------------
+DENIED_VISITORS=""
+if [ "$LAB_DATA_PLANE" = envoy ]; then
+  DENIED_VISITORS=",
+    {\"name\": \"visitor-2 (denied)\", \"namespace\": \"$NS_VISITOR2\", \"address\": \"$DENIED_VISITOR\", \"target\": \"$VIP_ADDR\", \"allowed\": false},
+    {\"name\": \"visitor-2 (denied)\", \"namespace\": \"$NS_VISITOR2\", \"address\": \"$DENIED_VISITOR_6\", \"target\": \"$EDGE_ADDR6\", \"allowed\": false}"
+fi
 cat >"$LAB_OUT/lab.json" <<JSON
 {
   "name": "$LAB_NAME",
@@ -261,13 +327,15 @@ cat >"$LAB_OUT/lab.json" <<JSON
   "visitors": [
     {"name": "visitor-1", "namespace": "$NS_VISITOR1", "address": "$VISITOR1", "target": "$VIP_ADDR"},
     {"name": "visitor-1", "namespace": "$NS_VISITOR1", "address": "$VISITOR1_6", "target": "$EDGE_ADDR6"},
-    {"name": "visitor-2", "namespace": "$NS_VISITOR2", "address": "$VISITOR2", "target": "$VIP_ADDR"}
+    {"name": "visitor-2", "namespace": "$NS_VISITOR2", "address": "$VISITOR2", "target": "$VIP_ADDR"}$DENIED_VISITORS
   ],
   "gateways": [
     {"name": "gw1", "namespace": "$NS_GATEWAY1", "address": "$GATEWAY1"},
     {"name": "gw2", "namespace": "$NS_GATEWAY2", "address": "$GATEWAY2"}
   ],
   "namespaces": "$LAB_NAMESPACES",
+  "dataPlane": "$LAB_DATA_PLANE",
+  "nodeAgent": {"config": "$LAB_DIR/node-agent.json", "pods": "$LAB_DIR/pods", "namespacePrefix": "$POD_NS_PREFIX"},
   "kubeconfig": "$LAB_KUBECONFIG",
   "controlPlane": "$LAB_CP_DIR/control-plane.json",
   "gatewayService": {"namespace": "istio-system", "name": "istio-ingressgateway",

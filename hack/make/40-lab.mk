@@ -11,6 +11,8 @@ LAB_RUN_DIR = $(shell LAB_NAME=$(LAB_NAME) bash -c 'source $(ROOT)/hack/lab/comm
 lab: lab-setup
 	@start=$$(date +%s); \
 	$(TOOLCHAIN_ENV) && bash hack/lab/stack.sh up && \
+	if [ "$$(LAB_NAME=$(LAB_NAME) bash -c '. hack/lab/common.sh; echo $$LAB_DATA_PLANE')" = envoy ]; then \
+	  bash hack/lab/app.sh apply; fi && \
 	$(MAKE) -s --no-print-directory lab-prove lab-validate && \
 	echo "make lab: done in $$(( $$(date +%s) - start ))s after set-up"
 
@@ -35,7 +37,7 @@ lab-validate:
 lab-down:
 	@status=0; \
 	if [ -f $(LAB_RUN_DIR)/up ] && ls $(BUILD)/pulumi-state/.pulumi/stacks/*/$(LAB_NAME).json* >/dev/null 2>&1; then \
-	  $(TOOLCHAIN_ENV) && bash hack/lab/stack.sh destroy || status=$$?; \
+	  $(TOOLCHAIN_ENV) && { bash hack/lab/app.sh delete || true; } && bash hack/lab/stack.sh destroy || status=$$?; \
 	fi; \
 	bash hack/lab/down.sh; exit $$status
 
@@ -49,3 +51,10 @@ lab-test: setup lab-cache toolchain
 	$(TOOLCHAIN_ENV) && timeout -k 60 --signal=INT 2400 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab
 
 TEST_LAYERS += lab-test
+
+# The edge on the real gateway data plane (LAB_DATA_PLANE=envoy: pilot-agent and the stock Envoy in
+# every gateway pod) on the lab-test instance, after lab-test (they share its name and lock).
+lab-envoy-test: setup lab-cache toolchain
+	$(TOOLCHAIN_ENV) && LAB_NAME=lab-test timeout -k 60 --signal=INT 1200 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab_envoy
+
+TEST_LAYERS += lab-envoy-test

