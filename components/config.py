@@ -265,12 +265,36 @@ class ProxyProtocolSettings:
     strict: bool
 
 
+ENFORCEMENT_POINTS = ("edge", "gateway", "both")
+
+
+@dataclass(frozen=True)
+class ListFile:
+    """A file of CIDRs that a list was read from: the path the stack names, and what it held."""
+
+    path: str
+    """As written in the stack configuration (relative to the project directory, or absolute)."""
+    entries: int
+    """CIDR lines it held (comments and blank lines not counted)."""
+
+
 @dataclass(frozen=True)
 class AccessSettings:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    """Every allowed network: access.allow, then each access.allowFrom file's lines."""
     deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    """Every denied network: access.deny, then each access.denyFrom file's lines."""
     trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     """Direct peers (HAProxy egress addresses) allowed to reach the gateway; empty: no lock."""
+    allow_at: str = "both"
+    """Where the allow list is enforced: 'edge' (HAProxy), 'gateway' (AuthorizationPolicy) or 'both'."""
+    deny_at: str = "both"
+    """Where the deny list is enforced: 'edge', 'gateway' or 'both'."""
+    allow_files: tuple[ListFile, ...] = ()
+    deny_files: tuple[ListFile, ...] = ()
+    inline_allow: int | None = None
+    """How many of `allow` came from access.allow itself (None: all of them)."""
+    inline_deny: int | None = None
 
     @cached_property  # merged once: 5,000-entry lists cost tens of ms per merge
     def allow_blocks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -282,9 +306,26 @@ class AccessSettings:
         """The deny list as the policy carries it, merged on its own (never with the allow list)."""
         return collapse_networks(self.deny)
 
+    def at_edge(self, which: str) -> bool:
+        """Whether HAProxy enforces the list ('allow' or 'deny'); an empty list is enforced nowhere."""
+        return bool(getattr(self, which)) and getattr(self, f"{which}_at") in ("edge", "both")
+
+    def at_gateway(self, which: str) -> bool:
+        """Whether AuthorizationPolicies on the gateway enforce the list ('allow' or 'deny')."""
+        return bool(getattr(self, which)) and getattr(self, f"{which}_at") in ("gateway", "both")
+
+    @property
+    def inline(self) -> dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
+        """The entries written in the stack file itself, by list: what the stack outputs list."""
+        return {
+            "allow": self.allow[: self.inline_allow] if self.inline_allow is not None else self.allow,
+            "deny": self.deny[: self.inline_deny] if self.inline_deny is not None else self.deny,
+        }
+
 
 # One AuthorizationPolicy is one etcd write, which etcd refuses over 1.5 MiB by default
-# (--max-request-bytes=1572864); the CIDR list gets 1 MiB, the rest is the object around it.
+# (--max-request-bytes=1572864); the CIDR list gets 1 MiB, the rest is the object around it. A
+# longer list is split across several policies (source_ip_policy/policies.py).
 MAX_POLICY_CIDR_BYTES = 1024 * 1024
 
 
@@ -351,12 +392,17 @@ def _shape_schema() -> dict[str, Any]:
 
 
 def parse_stack_config(
-    raw: Mapping[str, Any], *, has_ssh_private_key: bool = True, vrrp_password: str | None = None
+    raw: Mapping[str, Any],
+    *,
+    has_ssh_private_key: bool = True,
+    vrrp_password: str | None = None,
+    project_dir: Path | None = None,
 ) -> StackConfig:
     """Turn the raw project config (keys without the `source-ip-edge:` prefix) into a StackConfig.
 
     `vrrp_password` is the secret `vrrpPassword`'s plain value, checked here and never stored or
-    echoed. Raises ConfigError naming the first bad key.
+    echoed. `project_dir` is where access.allowFrom and access.denyFrom paths start (default: the
+    working directory, which is the project directory under `pulumi`). Raises ConfigError naming the first bad key.
     """
     _check_shape(raw)
     if not has_ssh_private_key:
@@ -369,7 +415,7 @@ def parse_stack_config(
     gateway = _parse_gateway(raw["gateway"])
     haproxy = _parse_haproxy(raw["haproxy"])
     _check_vrrp_password(vrrp_password, haproxy.vip)
-    access = _parse_access(raw.get("access") or {}, gateway)
+    access = _parse_access(raw.get("access") or {}, gateway, project_dir)
     kubernetes = _parse_kubernetes(raw.get("kubernetes") or {}, istio)
     _refuse_gateway_api_conflicts(raw, gateway, istio, kubernetes, haproxy)
     return StackConfig(haproxy, gateway, istio, proxy_protocol, access, kubernetes)
@@ -831,7 +877,7 @@ def _parse_extra_line(line: str, key: str) -> str:
     return line.strip()
 
 
-def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSettings:
+def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings, project_dir: Path | None) -> AccessSettings:
     raw = _with_defaults(raw, "access")
     allow = tuple(_parse_cidr(value, f"access.allow[{i}]") for i, value in enumerate(raw["allow"]))
     deny = tuple(_parse_cidr(value, f"access.deny[{i}]") for i, value in enumerate(raw["deny"]))
@@ -843,15 +889,24 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
     for i, network in enumerate(allow):
         if network in denied:
             raise ConfigError(f"access.allow[{i}]", f"{network} is also in access.deny; DENY wins, so remove one")
-    access = AccessSettings(allow=allow, deny=deny, trusted_peers=peers)
-    for key, blocks in (("access.allow", access.allow_blocks), ("access.deny", access.deny_blocks)):
-        size = sum(len(str(net)) + 3 for net in blocks)  # as JSON: the quoted string and a comma
-        if size > MAX_POLICY_CIDR_BYTES:
-            raise ConfigError(
-                key,
-                f"{len(blocks)} networks after merging ({size} bytes) exceed what one AuthorizationPolicy "
-                f"can hold ({MAX_POLICY_CIDR_BYTES} bytes; etcd's request limit): use fewer, wider networks",
-            )
+    inline_allow, inline_deny = len(allow), len(deny)
+    base = project_dir if project_dir is not None else Path.cwd()
+    allow_files, allow_extra = _read_list_files(raw["allowFrom"], "access.allowFrom", base)
+    deny_files, deny_extra = _read_list_files(raw["denyFrom"], "access.denyFrom", base)
+    # Feeds overlap: a network twice (in one file, in two, or also inline) is kept once.
+    allow = tuple(dict.fromkeys((*allow, *allow_extra)))
+    deny = tuple(dict.fromkeys((*deny, *deny_extra)))
+    access = AccessSettings(
+        allow=allow,
+        deny=deny,
+        trusted_peers=peers,
+        allow_at=raw["allowAt"],
+        deny_at=raw["denyAt"],
+        allow_files=allow_files,
+        deny_files=deny_files,
+        inline_allow=inline_allow if allow_files else None,
+        inline_deny=inline_deny if deny_files else None,
+    )
     if peers and gateway.external_traffic_policy != "Local":
         # With Cluster, kube-proxy SNATs: the gateway's direct peer is a node, not HAProxy.
         raise ConfigError(
@@ -859,6 +914,51 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
             "needs gateway.externalTrafficPolicy: Local (with Cluster the direct peer is a node IP)",
         )
     return access
+
+
+def _read_list_files(
+    paths: Sequence[str], key: str, base: Path
+) -> tuple[tuple[ListFile, ...], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """Each file's CIDRs, one a line; `#` starts a comment, blank lines are skipped. A bad line is
+    refused naming the file and the line number."""
+    files, networks = [], []
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        file_key = f"{key}[{i}]"
+        full = (base / path).resolve()
+        if full in seen:
+            raise ConfigError(file_key, f"{path!r} is already listed at [{seen[full]}]")
+        seen[full] = i
+        if not full.exists():
+            raise ConfigError(file_key, f"{path!r}: no such file (paths are relative to the project, {base})")
+        if full.is_dir():
+            raise ConfigError(file_key, f"{path!r} is a directory, not a file of CIDRs")
+        if not full.is_file():  # a FIFO or a device would block or never end
+            raise ConfigError(file_key, f"{path!r} is not a regular file")
+        try:
+            text = full.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(file_key, f"{path!r} is not UTF-8 text (byte {error.start})") from None
+        except OSError as error:
+            raise ConfigError(file_key, f"{path!r} cannot be read: {error.strerror}") from None
+        count = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            value = line.split("#", 1)[0].strip()
+            if not value:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(value, strict=True))
+            except ValueError as error:
+                where = f"{path}:{number}"
+                if "has host bits set" in str(error):
+                    suggestion = ipaddress.ip_network(value, strict=False)
+                    raise ConfigError(
+                        file_key, f"{where}: {value!r} has host bits set; did you mean {suggestion}?"
+                    ) from None
+                raise ConfigError(file_key, f"{where}: {value!r} is not a CIDR") from None
+            count += 1
+        files.append(ListFile(path=path, entries=count))
+    return tuple(files), networks
 
 
 def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> KubernetesSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 
 import pulumi
 
@@ -14,8 +15,10 @@ from components.istio_mesh.gateway_api_crds import check_required_crds, required
 CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str]]]
 
 
-def read_stack_config():
-    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback."""
+def read_stack_config(project_dir: Path | None = None):
+    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback.
+    `project_dir`: where access.allowFrom/denyFrom paths start (default: the working directory,
+    which `pulumi` sets to the project directory)."""
     pulumi_config = pulumi.Config(PROJECT)
     try:
         check_known_keys(_all_config_keys())
@@ -32,6 +35,7 @@ def read_stack_config():
             {key: value for key, value in raw.items() if value is not None},
             has_ssh_private_key=ssh_private_key is not None,
             vrrp_password=vrrp_password,
+            project_dir=project_dir,
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
@@ -62,9 +66,9 @@ def check_cluster(config: StackConfig, crd_versions: CrdVersions) -> None:
         raise pulumi.RunError(str(error)) from None
 
 
-def build(crd_versions: CrdVersions = cluster_crd_versions) -> SourceIpEdge:
+def build(crd_versions: CrdVersions = cluster_crd_versions, project_dir: Path | None = None) -> SourceIpEdge:
     """`crd_versions` reads the cluster's CRDs; the offline render and the tests pass their own."""
-    config, secrets = read_stack_config()
+    config, secrets = read_stack_config(project_dir)
     check_cluster(config, crd_versions)
     args: SourceIpEdgeArgs = {"config": config, "ssh_private_key": secrets["ssh_private_key"]}
     if "vrrp_password" in secrets:

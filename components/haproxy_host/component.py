@@ -9,7 +9,10 @@ import pulumi
 import pulumi_command as command
 
 from components.config import SshHost, VipSettings
+from components.haproxy_host.access_list import EdgeList
 from components.haproxy_host.scripts import (
+    access_list_apply_script,
+    access_list_remove_script,
     apply_script,
     install_script,
     keepalived_apply_script,
@@ -28,6 +31,8 @@ class HAProxyHostArgs(TypedDict):
     """The rendered haproxy.cfg."""
     after: Sequence[pulumi.Resource]
     """HAProxy starts sending PROXY headers only once the gateway accepts them."""
+    access_lists: NotRequired[Sequence[EdgeList]]
+    """The access lists HAProxy enforces, whose files haproxy.cfg names."""
     vip: NotRequired[VipSettings]
     """The VIP the hosts share; with it, keepalived is installed and configured."""
     keepalived_config: NotRequired[str]
@@ -41,6 +46,9 @@ class HAProxyHost(pulumi.ComponentResource):
     """Records the host as it was, installs haproxy and socat; destroy removes what it added."""
     config: command.remote.Command
     """Stages, checks (`haproxy -c`), swaps in and reloads haproxy.cfg; destroy restores."""
+    access_lists: dict[str, command.remote.Command]
+    """By list ('deny', 'allow'): writes the list file and loads it into the running HAProxy
+    through its runtime API (no reload); destroy removes the file, after the config's restore."""
     keepalived: command.remote.Command | None
     """With a VIP: stages, checks (`keepalived -t`), swaps in and reloads keepalived.conf; destroy
     restores keepalived (the VIP moves away first, then haproxy.cfg is restored)."""
@@ -65,6 +73,23 @@ class HAProxyHost(pulumi.ComponentResource):
             delete=uninstall_script(),
             opts=pulumi.ResourceOptions(parent=self),
         )
+        # Before the config, whose `haproxy -c` reads the files. The list travels on stdin, a secret
+        # input only so that `pulumi preview --diff` shows `[secret]` for it instead of every
+        # network (it is no secret): the command's text carries the count, first and last network
+        # and the hash, which is what the preview shows change.
+        self.access_lists = {
+            edge_list.which: command.remote.Command(
+                f"{name}-{edge_list.which}-list",
+                connection=connection,
+                create=access_list_apply_script(
+                    edge_list.which, edge_list.path, edge_list.sha256, edge_list.entries, edge_list.summary
+                ),
+                stdin=pulumi.Output.secret(edge_list.text),
+                delete=access_list_remove_script(edge_list.which, edge_list.path),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install], delete_before_replace=True),
+            )
+            for edge_list in args.get("access_lists", ())
+        }
         # The config text sits inside the command, so `pulumi preview --diff` shows its changed
         # lines, and an unchanged file re-runs nothing (remote.Command runs on input changes only).
         # No `update`: on a change remote.Command runs `create` again, and the diff shows each
@@ -78,7 +103,9 @@ class HAProxyHost(pulumi.ComponentResource):
             # on a connection change), create-before-delete would run the old instance's restore
             # after the new apply and leave the host on its original config: restore first.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[self.install, *args["after"]], delete_before_replace=True
+                parent=self,
+                depends_on=[self.install, *self.access_lists.values(), *args["after"]],
+                delete_before_replace=True,
             ),
         )
         self.keepalived = None
