@@ -51,12 +51,12 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
         "access": {
             # The stack file's own entries; a list file's networks are counted, not listed (a
             # 100,000-line feed would make every preview print it).
-            "allow": [str(n) for n in config.access.inline["allow"]],
-            "deny": [str(n) for n in config.access.inline["deny"]],
+            "allow": [str(n) for n in config.access.allow],
+            "deny": [str(n) for n in config.access.deny],
             "trustedPeers": [str(n) for n in config.access.trusted_peers],
             **{
                 f"{which}Summary": {
-                    "networks": len(getattr(config.access, which)),
+                    "networks": config.access.count(which),
                     "afterMerging": len(getattr(config.access, f"{which}_blocks")),
                     "files": {f.path: f.entries for f in getattr(config.access, f"{which}_files")},
                     "enforcedAt": getattr(config.access, f"{which}_at"),

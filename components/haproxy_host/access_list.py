@@ -39,7 +39,7 @@ def render_edge_lists(access: AccessSettings) -> list[EdgeList]:
     result = []
     for which, path in edge_lists(access).items():
         blocks = access.deny_blocks if which == "deny" else access.allow_blocks
-        lines = [str(network) for network in blocks]
+        lines = list(blocks)
         text = (
             f"{MARKER} (Pulumi): access.{which}, enforced by HAProxy (tcp-request connection reject).\n"
             "# Replaced by the next `pulumi up` that changes the list; edit the stack's lists instead.\n"
@@ -51,11 +51,10 @@ def render_edge_lists(access: AccessSettings) -> list[EdgeList]:
 
 
 def _summary(access: AccessSettings, which: str, lines: list[str], sha256: str) -> str:
-    networks = getattr(access, which)
-    inline = len(access.inline[which])
+    inline = len(getattr(access, which))
     files = getattr(access, f"{which}_files")
-    sources = [f"{inline} in access.{which}"] + [f"{f.entries} in {f.path}" for f in files]
+    sources = [f"{inline} in access.{which}"] + [f"{f.entries} lines in {f.path}" for f in files]
     return (
-        f"# access.{which}: {len(networks)} networks ({', '.join(sources)}); {len(lines)} after merging\n"
+        f"# access.{which}: {access.count(which)} networks ({', '.join(sources)}); {len(lines)} after merging\n"
         f"# first {lines[0]}, last {lines[-1]}; sha256 {sha256}\n"
     )

@@ -11,6 +11,7 @@ import pulumi_command as command
 from components.config import SshHost, VipSettings
 from components.haproxy_host.access_list import EdgeList
 from components.haproxy_host.scripts import (
+    HostParams,
     access_list_apply_script,
     access_list_remove_script,
     apply_script,
@@ -39,6 +40,30 @@ class HAProxyHostArgs(TypedDict):
     """This host's rendered keepalived.conf (no secret in it)."""
     vrrp_password: NotRequired[pulumi.Input[str]]
     """The VRRP password, a secret: sent on the keepalived command's stdin, never in its text."""
+
+
+def access_list_command(
+    name: str,
+    connection: command.remote.ConnectionArgs,
+    edge_list: EdgeList,
+    params: HostParams | None = None,
+    opts: pulumi.ResourceOptions | None = None,
+) -> command.remote.Command:
+    """The command that puts one access list on a host and into its running HAProxy. The list
+    travels on stdin, a secret input only so that `pulumi preview --diff` shows `[secret]` for it
+    instead of every network (it is no secret; the state keeps it encrypted): the command's text
+    carries its counts, first and last network and hash, which is what a preview shows change."""
+    params = params or HostParams()
+    return command.remote.Command(
+        name,
+        connection=connection,
+        create=access_list_apply_script(
+            edge_list.which, edge_list.path, edge_list.sha256, edge_list.entries, edge_list.summary, params
+        ),
+        stdin=pulumi.Output.secret(edge_list.text),
+        delete=access_list_remove_script(edge_list.which, edge_list.path, params),
+        opts=opts,
+    )
 
 
 class HAProxyHost(pulumi.ComponentResource):
@@ -73,19 +98,12 @@ class HAProxyHost(pulumi.ComponentResource):
             delete=uninstall_script(),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # Before the config, whose `haproxy -c` reads the files. The list travels on stdin, a secret
-        # input only so that `pulumi preview --diff` shows `[secret]` for it instead of every
-        # network (it is no secret): the command's text carries the count, first and last network
-        # and the hash, which is what the preview shows change.
+        # Before the config, whose `haproxy -c` reads the files.
         self.access_lists = {
-            edge_list.which: command.remote.Command(
+            edge_list.which: access_list_command(
                 f"{name}-{edge_list.which}-list",
-                connection=connection,
-                create=access_list_apply_script(
-                    edge_list.which, edge_list.path, edge_list.sha256, edge_list.entries, edge_list.summary
-                ),
-                stdin=pulumi.Output.secret(edge_list.text),
-                delete=access_list_remove_script(edge_list.which, edge_list.path),
+                connection,
+                edge_list,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.install], delete_before_replace=True),
             )
             for edge_list in args.get("access_lists", ())

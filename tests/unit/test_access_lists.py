@@ -39,8 +39,9 @@ def test_a_list_file_adds_its_networks_with_comments_and_blank_lines_skipped(tmp
         "# an abuse feed\n198.51.100.0/24\n\n  2001:db8::/32   # v6 too\n198.51.100.0/24\n192.0.2.7/32\n"
     )
     config = _config(tmp_path, deny=["192.0.2.7/32"], denyFrom=["lists/deny.txt"])
-    assert [str(n) for n in config.access.deny] == ["192.0.2.7/32", "198.51.100.0/24", "2001:db8::/32"]
-    assert [str(n) for n in config.access.inline["deny"]] == ["192.0.2.7/32"], "the stack file's own entries"
+    assert config.access.deny_blocks == ("192.0.2.7/32", "198.51.100.0/24", "2001:db8::/32")
+    assert [str(n) for n in config.access.deny] == ["192.0.2.7/32"], "the stack file's own entries"
+    assert config.access.count("deny") == 1 + 3, "each file network once"
     assert config.access.deny_files[0].path == "lists/deny.txt" and config.access.deny_files[0].entries == 4
 
 
@@ -160,3 +161,45 @@ def test_a_one_network_change_in_a_long_list_changes_one_policy() -> None:
     assert len(after) == len(before)
     differing = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
     assert 1 <= len(differing) <= 2, differing
+
+
+def test_merging_gives_what_the_standard_library_gives(tmp_path: Path) -> None:
+    import random
+
+    from components.config import collapse_packed, pack_network
+
+    rng = random.Random(5)
+    for _ in range(200):
+        networks = set()
+        for _ in range(rng.randrange(1, 60)):
+            if rng.random() < 0.5:
+                prefix = rng.randrange(20, 33)
+                networks.add(
+                    ipaddress.ip_network((rng.randrange(2**12) << 20 | rng.randrange(2**20), prefix), strict=False)
+                )
+            else:
+                prefix = rng.randrange(116, 129)
+                networks.add(
+                    ipaddress.ip_network(
+                        (2**125 | rng.randrange(2**16) << 112 | rng.randrange(2**14), prefix), strict=False
+                    )
+                )
+        want = [str(n) for v in (4, 6) for n in ipaddress.collapse_addresses(x for x in networks if x.version == v)]
+        assert list(collapse_packed(map(pack_network, networks))) == want
+    assert collapse_packed([(4, 0, 0)]) == ("0.0.0.0/0",) and collapse_packed([(6, 0, 0)]) == ("::/0",)
+
+
+@pytest.mark.parametrize(
+    "line", ["010.0.0.0/8", "1.2.3.256/32", "1.2.3.4/33", "1.2.3.4/024", "1.2.3", " ", "1.2.3.4/-1"]
+)
+def test_the_fast_ipv4_path_accepts_exactly_what_ipaddress_does(tmp_path: Path, line: str) -> None:
+    (tmp_path / "x.txt").write_text(f"{line}\n")
+    try:
+        want = [str(ipaddress.ip_network(line.strip(), strict=True))] if line.strip() else []
+    except ValueError:
+        want = None
+    if want is None:
+        with pytest.raises(ConfigError, match=r"x.txt:1: "):
+            _config(tmp_path, denyFrom=["x.txt"])
+    else:
+        assert list(_config(tmp_path, denyFrom=["x.txt"]).access.deny_blocks) == want
