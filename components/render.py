@@ -192,7 +192,7 @@ def _write_scripts(resource_name: str, inputs: dict, host_names: list[str], hapr
         for step, files in SCRIPT_FILES.items():
             if resource_name.endswith(f"-{host}-{step}"):
                 for field, filename in files.items():
-                    value = inputs.get(field)
+                    value: Any = inputs.get(field)
                     if isinstance(value, dict) and "value" in value:  # a secret input (a list's stdin)
                         value = value["value"]
                     if value:
