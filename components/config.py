@@ -267,37 +267,119 @@ class ProxyProtocolSettings:
     strict: bool
 
 
+ENFORCEMENT_POINTS = ("edge", "gateway", "both")
+
+
+@dataclass(frozen=True)
+class ListFile:
+    """A file of CIDRs that a list was read from: the path the stack names, and what it held."""
+
+    path: str
+    """As written in the stack configuration (relative to the project directory, or absolute)."""
+    entries: int
+    """CIDR lines it held (comments and blank lines not counted)."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A network from a list file, kept as plain integers: (IP version, first address, prefix length).
+# A million ipaddress objects take most of a gigabyte; these take a tenth of that.
+PackedNetwork = tuple[int, int, int]
+
+
 @dataclass(frozen=True)
 class AccessSettings:
-    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    trusted_peers: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    allow: tuple[Network, ...]
+    """access.allow: the allowed networks written in the stack file."""
+    deny: tuple[Network, ...]
+    """access.deny: the denied networks written in the stack file."""
+    trusted_peers: tuple[Network, ...]
     """Direct peers (HAProxy egress addresses) allowed to reach the gateway; empty: no lock."""
+    allow_at: str = "both"
+    """Where the allow list is enforced: 'edge' (HAProxy), 'gateway' (AuthorizationPolicy) or 'both'."""
+    deny_at: str = "both"
+    """Where the deny list is enforced: 'edge', 'gateway' or 'both'."""
+    allow_files: tuple[ListFile, ...] = ()
+    deny_files: tuple[ListFile, ...] = ()
+    allow_from: tuple[PackedNetwork, ...] = ()
+    """The access.allowFrom files' networks, each once."""
+    deny_from: tuple[PackedNetwork, ...] = ()
+    """The access.denyFrom files' networks, each once."""
 
-    @cached_property  # merged once: 5,000-entry lists cost tens of ms per merge
-    def allow_blocks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """The allow list as the policy carries it: adjacent and overlapping networks merged."""
-        return collapse_networks(self.allow)
+    @cached_property  # merged once: long lists cost seconds per merge
+    def allow_blocks(self) -> tuple[str, ...]:
+        """The allow list as the policy and the edge carry it, as CIDR text: the stack file's and the
+        files' networks, adjacent and overlapping ones merged."""
+        return collapse_packed([*map(pack_network, self.allow), *self.allow_from])
 
     @cached_property
-    def deny_blocks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """The deny list as the policy carries it, merged on its own (never with the allow list)."""
-        return collapse_networks(self.deny)
+    def deny_blocks(self) -> tuple[str, ...]:
+        """The deny list as carried, merged on its own (never with the allow list)."""
+        return collapse_packed([*map(pack_network, self.deny), *self.deny_from])
+
+    def count(self, which: str) -> int:
+        """Networks in the list ('allow' or 'deny') before merging: the stack file's and the files'."""
+        return len(getattr(self, which)) + len(getattr(self, f"{which}_from"))
+
+    def at_edge(self, which: str) -> bool:
+        """Whether HAProxy enforces the list ('allow' or 'deny'); an empty list is enforced nowhere."""
+        return self.count(which) > 0 and getattr(self, f"{which}_at") in ("edge", "both")
+
+    def at_gateway(self, which: str) -> bool:
+        """Whether AuthorizationPolicies on the gateway enforce the list ('allow' or 'deny')."""
+        return self.count(which) > 0 and getattr(self, f"{which}_at") in ("gateway", "both")
 
 
 # One AuthorizationPolicy is one etcd write, which etcd refuses over 1.5 MiB by default
-# (--max-request-bytes=1572864); the CIDR list gets 1 MiB, the rest is the object around it.
+# (--max-request-bytes=1572864); the CIDR list gets 1 MiB, the rest is the object around it. A
+# longer list is split across several policies (source_ip_policy/policies.py).
 MAX_POLICY_CIDR_BYTES = 1024 * 1024
 
 
-def collapse_networks(
-    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """Fewer, equivalent networks (ipaddress.collapse_addresses), IPv4 first, each version sorted."""
-    networks = list(networks)
-    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
-    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
-    return (*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6))
+def pack_network(network: Network) -> PackedNetwork:
+    return network.version, int(network.network_address), network.prefixlen
+
+
+def collapse_networks(networks: Iterable[Network]) -> tuple[Network, ...]:
+    """Fewer, equivalent networks (what ipaddress.collapse_addresses gives), IPv4 first, each
+    version sorted."""
+    return tuple(ipaddress.ip_network(text) for text in collapse_packed(map(pack_network, networks)))
+
+
+def collapse_packed(networks: Iterable[PackedNetwork]) -> tuple[str, ...]:
+    """Fewer, equivalent networks as CIDR text, IPv4 first, each version sorted: the address ranges
+    sorted and joined where they overlap or touch, then each range cut into its largest aligned
+    blocks. Integers throughout: ipaddress.collapse_addresses took 8 s for 100,000 networks."""
+    by_version: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for version, start, prefix in networks:
+        bits = 32 if version == 4 else 128
+        by_version[version].append((start, start | ((1 << (bits - prefix)) - 1)))
+    out: list[str] = []
+    for version, ranges in by_version.items():
+        bits = 32 if version == 4 else 128
+        text = _ipv4_text if version == 4 else _ipv6_text
+        ranges.sort()
+        current_start, current_end = -2, -2
+        for start, end in [*ranges, (-1, -1)]:
+            if start != -1 and start <= current_end + 1:
+                current_end = max(current_end, end)
+                continue
+            low = current_start
+            while 0 <= low <= current_end:
+                size = low & -low if low else 1 << bits
+                while size > current_end - low + 1:
+                    size >>= 1
+                out.append(f"{text(low)}/{bits - size.bit_length() + 1}")
+                low += size
+            current_start, current_end = start, end
+    return tuple(out)
+
+
+def _ipv4_text(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _ipv6_text(value: int) -> str:
+    return str(ipaddress.IPv6Address(value))
 
 
 @dataclass(frozen=True)
@@ -353,12 +435,17 @@ def _shape_schema() -> dict[str, Any]:
 
 
 def parse_stack_config(
-    raw: Mapping[str, Any], *, has_ssh_private_key: bool = True, vrrp_password: str | None = None
+    raw: Mapping[str, Any],
+    *,
+    has_ssh_private_key: bool = True,
+    vrrp_password: str | None = None,
+    project_dir: Path | None = None,
 ) -> StackConfig:
     """Turn the raw project config (keys without the `source-ip-edge:` prefix) into a StackConfig.
 
     `vrrp_password` is the secret `vrrpPassword`'s plain value, checked here and never stored or
-    echoed. Raises ConfigError naming the first bad key.
+    echoed. `project_dir` is where access.allowFrom and access.denyFrom paths start (default: the
+    working directory, which is the project directory under `pulumi`). Raises ConfigError naming the first bad key.
     """
     _check_shape(raw)
     if not has_ssh_private_key:
@@ -371,7 +458,7 @@ def parse_stack_config(
     gateway = _parse_gateway(raw["gateway"])
     haproxy = _parse_haproxy(raw["haproxy"])
     _check_vrrp_password(vrrp_password, haproxy.vip)
-    access = _parse_access(raw.get("access") or {}, gateway)
+    access = _parse_access(raw.get("access") or {}, gateway, project_dir)
     kubernetes = _parse_kubernetes(raw.get("kubernetes") or {}, istio)
     _refuse_gateway_api_conflicts(raw, gateway, istio, kubernetes, haproxy)
     return StackConfig(haproxy, gateway, istio, proxy_protocol, access, kubernetes)
@@ -869,7 +956,7 @@ def _parse_extra_line(line: str, key: str) -> str:
     return line.strip()
 
 
-def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSettings:
+def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings, project_dir: Path | None) -> AccessSettings:
     raw = _with_defaults(raw, "access")
     allow = tuple(_parse_cidr(value, f"access.allow[{i}]") for i, value in enumerate(raw["allow"]))
     deny = tuple(_parse_cidr(value, f"access.deny[{i}]") for i, value in enumerate(raw["deny"]))
@@ -881,15 +968,20 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
     for i, network in enumerate(allow):
         if network in denied:
             raise ConfigError(f"access.allow[{i}]", f"{network} is also in access.deny; DENY wins, so remove one")
-    access = AccessSettings(allow=allow, deny=deny, trusted_peers=peers)
-    for key, blocks in (("access.allow", access.allow_blocks), ("access.deny", access.deny_blocks)):
-        size = sum(len(str(net)) + 3 for net in blocks)  # as JSON: the quoted string and a comma
-        if size > MAX_POLICY_CIDR_BYTES:
-            raise ConfigError(
-                key,
-                f"{len(blocks)} networks after merging ({size} bytes) exceed what one AuthorizationPolicy "
-                f"can hold ({MAX_POLICY_CIDR_BYTES} bytes; etcd's request limit): use fewer, wider networks",
-            )
+    base = project_dir if project_dir is not None else Path.cwd()
+    allow_files, allow_from = _read_list_files(raw["allowFrom"], "access.allowFrom", base)
+    deny_files, deny_from = _read_list_files(raw["denyFrom"], "access.denyFrom", base)
+    access = AccessSettings(
+        allow=allow,
+        deny=deny,
+        trusted_peers=peers,
+        allow_at=raw["allowAt"],
+        deny_at=raw["denyAt"],
+        allow_files=allow_files,
+        deny_files=deny_files,
+        allow_from=allow_from,
+        deny_from=deny_from,
+    )
     if peers and gateway.external_traffic_policy != "Local":
         # With Cluster, kube-proxy SNATs: the gateway's direct peer is a node, not HAProxy.
         raise ConfigError(
@@ -897,6 +989,66 @@ def _parse_access(raw: Mapping[str, Any], gateway: GatewaySettings) -> AccessSet
             "needs gateway.externalTrafficPolicy: Local (with Cluster the direct peer is a node IP)",
         )
     return access
+
+
+_IPV4_CIDR = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,2}))?")
+
+
+def _read_list_files(
+    paths: Sequence[str], key: str, base: Path
+) -> tuple[tuple[ListFile, ...], tuple[PackedNetwork, ...]]:
+    """Each file's CIDRs, one a line; `#` starts a comment, blank lines are skipped; every network
+    once. A bad line is refused naming the file and the line number."""
+    files: list[ListFile] = []
+    networks: dict[PackedNetwork, None] = {}  # feeds overlap: a network twice is kept once
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        file_key = f"{key}[{i}]"
+        full = (base / path).resolve()
+        if full in seen:
+            raise ConfigError(file_key, f"{path!r} is already listed at [{seen[full]}]")
+        seen[full] = i
+        if not full.exists():
+            raise ConfigError(file_key, f"{path!r}: no such file (paths are relative to the project, {base})")
+        if full.is_dir():
+            raise ConfigError(file_key, f"{path!r} is a directory, not a file of CIDRs")
+        if not full.is_file():  # a FIFO or a device would block or never end
+            raise ConfigError(file_key, f"{path!r} is not a regular file")
+        try:
+            text = full.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(file_key, f"{path!r} is not UTF-8 text (byte {error.start})") from None
+        except OSError as error:
+            raise ConfigError(file_key, f"{path!r} cannot be read: {error.strerror}") from None
+        count = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            value = line.split("#", 1)[0].strip() if "#" in line else line.strip()
+            if not value:
+                continue
+            networks[_parse_list_line(value, file_key, f"{path}:{number}")] = None
+            count += 1
+        files.append(ListFile(path=path, entries=count))
+    return tuple(files), tuple(networks)
+
+
+def _parse_list_line(value: str, key: str, where: str) -> PackedNetwork:
+    """One list file line as a packed network: IPv4 by hand (a million lines in seconds), anything
+    else, and every refusal, by ipaddress, so both accept exactly what ip_network(strict=True) does."""
+    match = _IPV4_CIDR.fullmatch(value)
+    if match:
+        octets = match.group(1, 2, 3, 4)
+        prefix = int(match[5]) if match[5] is not None else 32
+        if prefix <= 32 and not any(len(o) > 1 and o[0] == "0" or int(o) > 255 for o in octets):
+            start = int(octets[0]) << 24 | int(octets[1]) << 16 | int(octets[2]) << 8 | int(octets[3])
+            if not start & ((1 << (32 - prefix)) - 1):
+                return 4, start, prefix
+    try:
+        return pack_network(ipaddress.ip_network(value, strict=True))
+    except ValueError as error:
+        if "has host bits set" in str(error):
+            suggestion = ipaddress.ip_network(value, strict=False)
+            raise ConfigError(key, f"{where}: {value!r} has host bits set; did you mean {suggestion}?") from None
+        raise ConfigError(key, f"{where}: {value!r} is not a CIDR") from None
 
 
 def _parse_kubernetes(raw: Mapping[str, Any], istio: IstioSettings) -> KubernetesSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 
 import pulumi
 
@@ -17,8 +18,10 @@ CrdVersions = Callable[[StackConfig, Sequence[str]], Mapping[str, Collection[str
 GatewayPlacement = Callable[[StackConfig], tuple[Sequence[NodeSeen], Sequence[PodSeen]] | None]
 
 
-def read_stack_config():
-    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback."""
+def read_stack_config(project_dir: Path | None = None):
+    """Read and validate `source-ip-edge:*`; a user mistake becomes one line, no traceback.
+    `project_dir`: where access.allowFrom/denyFrom paths start (default: the working directory,
+    which `pulumi` sets to the project directory)."""
     pulumi_config = pulumi.Config(PROJECT)
     try:
         check_known_keys(_all_config_keys())
@@ -35,6 +38,7 @@ def read_stack_config():
             {key: value for key, value in raw.items() if value is not None},
             has_ssh_private_key=ssh_private_key is not None,
             vrrp_password=vrrp_password,
+            project_dir=project_dir,
         )
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
@@ -89,11 +93,13 @@ def warn_about_gateway_placement(config: StackConfig, placement: GatewayPlacemen
 
 
 def build(
-    crd_versions: CrdVersions = cluster_crd_versions, gateway_placement: GatewayPlacement = cluster_gateway_placement
+    crd_versions: CrdVersions = cluster_crd_versions,
+    gateway_placement: GatewayPlacement = cluster_gateway_placement,
+    project_dir: Path | None = None,
 ) -> SourceIpEdge:
     """`crd_versions` reads the cluster's CRDs and `gateway_placement` its nodes and gateway pods; the
-    offline render and the tests pass their own."""
-    config, secrets = read_stack_config()
+    offline render and the tests pass their own. `project_dir`: see read_stack_config."""
+    config, secrets = read_stack_config(project_dir)
     check_cluster(config, crd_versions)
     warn_about_gateway_placement(config, gateway_placement)
     args: SourceIpEdgeArgs = {"config": config, "ssh_private_key": secrets["ssh_private_key"]}

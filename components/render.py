@@ -31,6 +31,13 @@ SCRIPT_FILES = {
     "install": {"create": "install.sh", "delete": "uninstall.sh"},
     "config": {"create": "apply.sh", "delete": "restore.sh"},
     "keepalived": {"create": "keepalived_apply.sh", "delete": "keepalived_restore.sh"},
+    # The edge's access lists: the command, and the list file it gets on stdin.
+    "deny-list": {"create": "deny_list_apply.sh", "delete": "deny_list_remove.sh", "stdin": "source-ip-edge-deny.acl"},
+    "allow-list": {
+        "create": "allow_list_apply.sh",
+        "delete": "allow_list_remove.sh",
+        "stdin": "source-ip-edge-allow.acl",
+    },
 }
 # An optional secret is rendered as set when the stack needs it: vrrpPassword with haproxy.vip.
 # Its placeholder must pass config.py's check (keepalived's auth_pass: at most 8 characters).
@@ -112,7 +119,9 @@ def evaluate(stack: str, project_root: Path = PROJECT_ROOT):
         # without reading where an adopted Istio's gateway pods run.
         edges.append(
             build(
-                crd_versions=lambda _config, names: {name: {"v1"} for name in names}, gateway_placement=lambda _c: None
+                crd_versions=lambda _config, names: {name: {"v1"} for name in names},
+                gateway_placement=lambda _c: None,
+                project_dir=project_root,
             )
         )
         # Waiting on the outputs lets every registered resource reach the mocks.
@@ -188,10 +197,14 @@ def _write_scripts(resource_name: str, inputs: dict, host_names: list[str], hapr
         for step, files in SCRIPT_FILES.items():
             if resource_name.endswith(f"-{host}-{step}"):
                 for field, filename in files.items():
-                    if inputs.get(field):
+                    value: Any = inputs.get(field)
+                    if isinstance(value, dict) and "value" in value:  # a secret input (a list's stdin)
+                        value = value["value"]
+                    if value:
                         path = haproxy_dir / host / filename
-                        path.write_text(inputs[field])
-                        path.chmod(0o755)
+                        path.write_text(value)
+                        if filename.endswith(".sh"):
+                            path.chmod(0o755)
                 return
 
 

@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import SshHost, StackConfig
 from components.edge.outputs import stack_outputs
+from components.haproxy_host.access_list import EdgeList, render_edge_lists
 from components.haproxy_host.component import HAProxyHost, HAProxyHostArgs
 from components.haproxy_host.haproxy_cfg import render_haproxy_config
 from components.haproxy_host.keepalived_conf import render_keepalived_config
@@ -72,8 +73,11 @@ class SourceIpEdge(pulumi.ComponentResource):
         self.policy = SourceIpPolicy(f"{name}-policy", policy_args, child) if gateway_api else None
         self.haproxy_config = haproxy_config = render_haproxy_config(config)
         hosts_after = [*gateway_ready, *([self.policy] if self.policy else [])]
+        edge_lists = render_edge_lists(config.access)  # once: every host gets the same files
         self.hosts = [
-            HAProxyHost(f"{name}-{host.name}", _host_args(config, host, haproxy_config, hosts_after, args), child)
+            HAProxyHost(
+                f"{name}-{host.name}", _host_args(config, host, haproxy_config, edge_lists, hosts_after, args), child
+            )
             for host in config.haproxy.hosts
         ]
         if self.policy is None:
@@ -93,6 +97,7 @@ def _host_args(
     config: StackConfig,
     host: SshHost,
     haproxy_config: str,
+    edge_lists: Sequence[EdgeList],
     after: Sequence[pulumi.Resource],
     args: SourceIpEdgeArgs,
 ) -> HAProxyHostArgs:
@@ -101,6 +106,7 @@ def _host_args(
         "ssh_private_key": args["ssh_private_key"],
         "haproxy_config": haproxy_config,
         "after": after,
+        "access_lists": edge_lists,
     }
     if config.haproxy.vip:
         host_args["vip"] = config.haproxy.vip

@@ -49,9 +49,20 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
             f"{istio.namespace}/{trusted_peer_filter_name(config)}" if trusted_peer_filter(config) else None
         ),
         "access": {
+            # The stack file's own entries; a list file's networks are counted, not listed (a
+            # 100,000-line feed would make every preview print it).
             "allow": [str(n) for n in config.access.allow],
             "deny": [str(n) for n in config.access.deny],
             "trustedPeers": [str(n) for n in config.access.trusted_peers],
+            **{
+                f"{which}Summary": {
+                    "networks": config.access.count(which),
+                    "afterMerging": len(getattr(config.access, f"{which}_blocks")),
+                    "files": {f.path: f.entries for f in getattr(config.access, f"{which}_files")},
+                    "enforcedAt": getattr(config.access, f"{which}_at"),
+                }
+                for which in ("allow", "deny")
+            },
         },
         "haproxyConfigSha256": config_sha256(haproxy_config),
         "istioVersion": istio.version,

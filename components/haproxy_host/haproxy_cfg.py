@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import hashlib
 
-from components.config import Frontend, GatewaySettings, HAProxySettings, MetricsSettings, StackConfig, VipSettings
+from components.config import (
+    AccessSettings,
+    Frontend,
+    GatewaySettings,
+    HAProxySettings,
+    MetricsSettings,
+    StackConfig,
+    VipSettings,
+)
 
 HEALTH_CHECK_PATH = "/healthz/ready"  # the Istio gateway's readiness endpoint on its status port
 # The status listener's only virtual host matches every domain ("*" in Istio's
@@ -19,6 +27,12 @@ ADMIN_SOCKET = "/run/haproxy/admin.sock"  # HAProxy's runtime API on each host
 # The servers' states (UP, DOWN, maintenance) as the running workers knew them, saved by the hosts'
 # apply script just before each reload and read by the new workers (lib.sh, save_server_state).
 SERVER_STATE_FILE = "/run/haproxy/server-state"
+# The access lists HAProxy enforces (access.allowAt/denyAt: edge or both), one network a line, each
+# written beside haproxy.cfg by its own command (access_list.py) and changed at runtime.
+ACCESS_LIST_FILES = {
+    "deny": "/etc/haproxy/source-ip-edge-deny.acl",
+    "allow": "/etc/haproxy/source-ip-edge-allow.acl",
+}
 
 # How the checks follow a gateway node (docs/gateway-placement.md argues each number). A gateway pod
 # told to stop answers its readiness with 503 at once and keeps serving for Istio's
@@ -46,7 +60,7 @@ def render_haproxy_config(config: StackConfig) -> str:
         _header(config),
         _global(haproxy),
         _defaults(haproxy),
-        *(_frontend(frontend, haproxy.vip) for frontend in haproxy.frontends),
+        *(_frontend(frontend, haproxy.vip, config.access) for frontend in haproxy.frontends),
         *(_backend(frontend, haproxy, config.gateway) for frontend in haproxy.frontends),
         *([_metrics(haproxy.metrics)] if haproxy.metrics else []),
     ]
@@ -127,7 +141,25 @@ def _defaults(haproxy: HAProxySettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frontend(frontend: Frontend, vip: VipSettings | None) -> str:
+def edge_lists(access: AccessSettings) -> dict[str, str]:
+    """The lists HAProxy enforces, by list ('deny', 'allow'): the file on each host."""
+    return {which: path for which, path in ACCESS_LIST_FILES.items() if access.at_edge(which)}
+
+
+def _access_rules(access: AccessSettings) -> list[str]:
+    """`tcp-request connection reject` on the visitor's address, before any byte is read or a PROXY
+    header sent. Names the files only, never their content: a list change leaves haproxy.cfg as it
+    is, and the hosts take the new list at runtime (access_list_apply.sh)."""
+    lists = edge_lists(access)
+    rules = []
+    if "deny" in lists:
+        rules.append(f"    tcp-request connection reject if {{ src -f {lists['deny']} }}")
+    if "allow" in lists:
+        rules.append(f"    tcp-request connection reject if !{{ src -f {lists['allow']} }}")
+    return rules
+
+
+def _frontend(frontend: Frontend, vip: VipSettings | None, access: AccessSettings) -> str:
     lines = [f"frontend {frontend.name}"]
     for bind in frontend.binds:
         # v6only: an IPv6 bind serves IPv6 only, so ':443' and '[::]:443' can sit side by side.
@@ -137,6 +169,7 @@ def _frontend(frontend: Frontend, vip: VipSettings | None) -> str:
             # IP_FREEBIND) lets it bind anyway, per socket, with no host-wide ip_nonlocal_bind.
             suffix += " transparent"
         lines.append(f"    bind {bind.haproxy()}{suffix}")
+    lines.extend(_access_rules(access))
     lines.append(f"    default_backend {backend_name(frontend)}")
     return "\n".join(lines) + "\n"
 

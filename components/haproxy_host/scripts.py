@@ -123,6 +123,25 @@ def apply_script(config_text: str, params: HostParams = HostParams()) -> str:
     return _command("apply.sh", params, definitions)
 
 
+def access_list_apply_script(
+    which: str, path: str, sha256: str, entries: int, summary: str, params: HostParams = HostParams()
+) -> str:
+    """Check, swap in and load into the running HAProxy (runtime API, no reload) the list file that
+    comes on stdin. The text names the list by its count and hash (`summary`), never its content:
+    a preview shows those lines change, not the networks."""
+    definitions = (
+        summary
+        + f"LIST_NAME={shlex.quote(which)}\nLIST_FILE={shlex.quote(path)}\n"
+        + f"LIST_SHA256={sha256}\nLIST_ENTRIES={entries}\n"
+    )
+    return _command("access_list_apply.sh", params, definitions)
+
+
+def access_list_remove_script(which: str, path: str, params: HostParams = HostParams()) -> str:
+    """Remove the list file. Delete command of the allow-list and deny-list."""
+    return _command("access_list_remove.sh", params, f"LIST_NAME={shlex.quote(which)}\nLIST_FILE={shlex.quote(path)}\n")
+
+
 def restore_script(params: HostParams = HostParams()) -> str:
     """Put the config and service back as recorded. Delete command of `config`."""
     return _command("restore.sh", params)

@@ -5,7 +5,8 @@
 Each figure is a median of at least 3 runs; each comparison is measured in the same run on the same
 machine, interleaved (compare ratios, not absolute numbers, between machines). The reconfiguration
 and preview benches need `make lab` and the toolchain's environment; the data-path bench makes
-network namespaces of its own; the access-list bench is offline.
+network namespaces of its own, and so does the edge access-list bench; the gateway access-list bench
+is offline.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from hack.bench import access_scale, change_latency, datapath, reconfigure
+from hack.bench import access_edge, access_scale, change_latency, datapath, reconfigure
 from hack.bench.figures import cpu_times, steal_share, table
 from hack.bench.netns import exit_on_sigterm
 
-BENCHES = ("datapath", "reconfigure", "change_latency", "access_scale")
+BENCHES = ("datapath", "reconfigure", "change_latency", "access_scale", "access_edge")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         report["access_scale"] = result = access_scale.bench(args.runs)
         tables.append(("Access-list scale (allow list)", access_scale.HEADER, access_scale.rows(result)))
         stolen("access_scale")
+        save()
+    if "access_edge" in only:
+        print("access lists at the edge ...", file=sys.stderr)
+        report["access_edge"] = result = access_edge.bench(args.runs, args.seconds)
+        tables.append(("Access lists at the edge (deny list)", access_edge.CPU_HEADER, access_edge.cpu_rows(result)))
+        tables.append(("Access lists: validate and render", access_edge.RENDER_HEADER, access_edge.render_rows(result)))
+        stolen("access_edge")
         save()
     report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.monotonic() - started)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from components.config import StackConfig, parse_stack_config
-from components.haproxy_host.haproxy_cfg import SERVER_STATE_FILE
+from components.haproxy_host.haproxy_cfg import ACCESS_LIST_FILES, SERVER_STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHBGKfyAcxm9D8pOf8FS3yH4MTmOd5yqHvq2NI6DdM7h"
@@ -36,8 +36,10 @@ def make_config(mutate=None) -> StackConfig:
     return parse_stack_config(raw)
 
 
-def haproxy_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`haproxy -c` on a config; HAProxy is installed by `make setup`, so a missing one fails."""
+def haproxy_check(text: str, tmp_path: Path, edge_lists=()) -> subprocess.CompletedProcess:
+    """`haproxy -c` on a config; HAProxy is installed by `make setup`, so a missing one fails. The
+    access list files it names are written beside it, as the hosts have them (`edge_lists`,
+    render_edge_lists; an empty file for one not given)."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     assert Path(binary).exists(), "haproxy is not installed: run `make setup`"
     # On a host the server-state file exists once haproxy has started (lib.sh, save_server_state);
@@ -45,6 +47,12 @@ def haproxy_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess:
     state = tmp_path / "server-state"
     state.write_text("1\n")
     text = text.replace(f"server-state-file {SERVER_STATE_FILE}\n", f"server-state-file {state}\n")
+    texts = {edge_list.path: edge_list.text for edge_list in edge_lists}
+    for which, list_path in ACCESS_LIST_FILES.items():
+        if list_path in text:
+            local = tmp_path / f"{which}.acl"
+            local.write_text(texts.get(list_path, ""))
+            text = text.replace(list_path, str(local))
     path = tmp_path / "haproxy.cfg"
     path.write_text(text)
     return subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True)

@@ -371,14 +371,6 @@ def test_load_balancer_mode_sends_to_service_ports():
     assert config.gateway.backend_ports == {"http": 80, "https": 443, "status": 15021}
 
 
-def test_an_allow_list_too_large_for_one_policy_is_refused_naming_the_key():
-    # 70,000 separate /32s (every other address, so nothing merges) do not fit in one etcd write.
-    hosts = [f"10.{i // 32768}.{(i // 128) % 256}.{(i % 128) * 2}/32" for i in range(70_000)]
-    with pytest.raises(ConfigError) as error:
-        make_config(lambda r: r.update(access={"allow": hosts}))
-    assert str(error.value).startswith("source-ip-edge:access.allow: 70000 networks after merging")
-
-
 def test_a_large_list_that_merges_into_few_networks_is_accepted():
     hosts = [f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}/32" for i in range(131_072)]  # two /16s
     config = make_config(lambda r: r.update(access={"allow": hosts}))

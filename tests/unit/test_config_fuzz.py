@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from components.config import SECRET_KEYS, TOP_LEVEL_KEYS, ConfigError, parse_stack_config
+from components.haproxy_host.access_list import render_edge_lists
 from components.haproxy_host.haproxy_cfg import render_haproxy_config
 from components.program import read_stack_config
 
@@ -74,7 +75,7 @@ def test_every_accepted_config_renders_a_haproxy_cfg_that_haproxy_accepts(raw):
     event("accepted")
     text = render_haproxy_config(config)
     with tempfile.TemporaryDirectory() as folder:
-        result = haproxy_check(text, Path(folder))
+        result = haproxy_check(text, Path(folder), render_edge_lists(config.access))
     assert result.returncode == 0, f"haproxy -c refused:\n{result.stdout}{result.stderr}\n{text}"
 
 

@@ -6,6 +6,7 @@ import pulumi
 import pytest
 
 from components.config import parse_stack_config
+from components.haproxy_host.access_list import render_edge_lists
 from components.haproxy_host.haproxy_cfg import config_sha256, render_haproxy_config
 
 from .conftest import valid_raw
@@ -99,6 +100,21 @@ def test_haproxy_host_commands_carry_the_config_and_pin_the_host_key(envoyfilter
     assert connection["host"] == "203.0.113.10"
     assert connection["hostKey"] == valid_raw()["haproxy"]["hosts"][0]["hostKey"]
     assert connection["user"] == "root" and connection["port"] == 22
+
+
+def test_each_host_gets_its_access_lists_before_its_config_as_a_summary_and_a_secret_stdin(envoyfilter_run):
+    # _with_access: an allow and a deny list, enforced at both ends by default.
+    access = parse_stack_config(_with_access(valid_raw())).access
+    for host in ("edge-1", "edge-2"):
+        config = envoyfilter_run.one(COMMAND, f"-{host}-config")
+        for edge_list in render_edge_lists(access):
+            command = envoyfilter_run.one(COMMAND, f"-{host}-{edge_list.which}-list")
+            assert command.urn in config.dependencies, "haproxy -c reads the list files"
+            assert edge_list.summary in command.inputs["create"] and edge_list.sha256 in command.inputs["create"]
+            is_secret, stdin = unwrap_secret(command.inputs["stdin"])
+            assert is_secret and stdin == edge_list.text, "the list on stdin, shown as [secret] by a preview"
+            assert edge_list.path in command.inputs["delete"]
+            assert f"src -f {edge_list.path}" in config.inputs["create"]
 
 
 def test_a_replaced_config_command_restores_before_it_applies_again(envoyfilter_run):

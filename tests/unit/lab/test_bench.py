@@ -89,3 +89,16 @@ def test_access_scale_lists_are_distinct_valid_and_repeatable():
     cidrs = access_scale.cidrs(500)
     assert len(set(cidrs)) == 500 and cidrs == access_scale.cidrs(500)
     assert all(ipaddress.ip_network(c).subnet_of(access_scale.POOL) for c in cidrs)
+
+
+def test_access_edge_lists_are_distinct_repeatable_and_miss_the_visitor(tmp_path):
+    from hack.bench import access_edge
+
+    cidrs = access_edge.cidrs(2000)
+    assert len(set(cidrs)) == 2000 and cidrs == access_edge.cidrs(2000)
+    visitor = ipaddress.ip_address(datapath.VISITOR)
+    assert not any(visitor in ipaddress.ip_network(c) for c in cidrs)
+    cfg = access_edge.edge_config(2000, tmp_path)
+    listed = tmp_path / "source-ip-edge-deny.acl"
+    assert f"src -f {listed} }}" in cfg and len(listed.read_text().splitlines()) == 2 + 2000
+    assert "src -f" not in access_edge.edge_config(0, tmp_path), "the empty list: no rule, the baseline"

@@ -6,6 +6,7 @@ runs as itself and the systemd path runs against a systemctl stand-in as strict 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -173,8 +174,10 @@ def _make_host(tmp_path: Path, manager: str):
         pid = int(pidfile.read_text().split()[0])
         if _alive(pid):
             for kid in _children(pid):
-                os.kill(kid, signal.SIGKILL)
-            os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # an old worker may finish meanwhile
+                    os.kill(kid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(params=["pidfile", "systemd"])
