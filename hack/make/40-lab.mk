@@ -46,9 +46,9 @@ lab-bench:
 	$(PY) -m hack.lab.bench_reload $(LAB_NAME)
 
 # Integration tests on their own lab instance and stack (lab-test), through the Automation API.
-# Bounded: SIGINT after 40 min lets pytest run its finalizers (destroy, hack/lab/down.sh).
+# Bounded: SIGINT after 55 min lets pytest run its finalizers (destroy, hack/lab/down.sh).
 lab-test: setup lab-cache toolchain
-	$(TOOLCHAIN_ENV) && timeout -k 60 --signal=INT 2400 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab
+	$(TOOLCHAIN_ENV) && timeout -k 60 --signal=INT 3300 $(PY) -m pytest -q -p no:cacheprovider -s tests/lab
 
 TEST_LAYERS += lab-test
 
