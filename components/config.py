@@ -294,9 +294,9 @@ class AccessSettings:
     """access.deny: the denied networks written in the stack file."""
     trusted_peers: tuple[Network, ...]
     """Direct peers (HAProxy egress addresses) allowed to reach the gateway; empty: no lock."""
-    allow_at: str = "both"
+    allow_at: str = "gateway"
     """Where the allow list is enforced: 'edge' (HAProxy), 'gateway' (AuthorizationPolicy) or 'both'."""
-    deny_at: str = "both"
+    deny_at: str = "gateway"
     """Where the deny list is enforced: 'edge', 'gateway' or 'both'."""
     allow_files: tuple[ListFile, ...] = ()
     deny_files: tuple[ListFile, ...] = ()

@@ -41,9 +41,26 @@ def test_long_lists_converge_refuse_at_the_edge_and_change_without_a_reload(edge
     # Every lab visitor is allowed (IPv4 and IPv6), among 100,000 other networks.
     _write(allow_file, [*_spread(100_000, "10.128.0.0"), "198.51.100.0/24", "2001:db8:100::/48"])
     stack = edge.stack
-    stack.set_config("source-ip-edge:access.denyFrom[0]", auto.ConfigValue(str(deny_file)), path=True)
-    stack.set_config("source-ip-edge:access.allowFrom[0]", auto.ConfigValue(str(allow_file)), path=True)
+    keys = {
+        "access.denyFrom[0]": str(deny_file),
+        "access.allowFrom[0]": str(allow_file),
+        "access.denyAt": "both",
+        "access.allowAt": "both",
+    }
+    for key, value in keys.items():
+        stack.set_config(f"source-ip-edge:{key}", auto.ConfigValue(value), path=True)
+    try:
+        _converge_refuse_and_change(edge, passing, denied, deny_file, long_deny)
+    finally:
+        # Lists gone, back to the gateway: their files leave the host, every visitor passes.
+        for key in ("access.denyFrom", "access.allowFrom", "access.denyAt", "access.allowAt"):
+            stack.remove_config(f"source-ip-edge:{key}", path=True)
+        assert edge.up().summary.result == "succeeded"
+    assert wait_until(lambda: not edge.lab.host_path(DENY_FILE).exists(), 10)
+    assert _passes(edge, passing) and _passes(edge, denied)
 
+
+def _converge_refuse_and_change(edge, passing, denied, deny_file: Path, long_deny: list[str]) -> None:
     started = time.monotonic()
     result = edge.up()
     print(f"first up with two 100,000-network lists: {time.monotonic() - started:.1f} s")
@@ -51,9 +68,11 @@ def test_long_lists_converge_refuse_at_the_edge_and_change_without_a_reload(edge
     assert _passes(edge, passing), "outside the deny list, inside the allow list"
     assert not _passes(edge, denied), "refused at the edge"
     on_host = edge.lab.host_path(DENY_FILE).read_text().splitlines()
-    assert len(on_host) == 2 + 100_001 and on_host[0].startswith("# Managed by source-ip-edge")
+    assert on_host[0].startswith("# Managed by source-ip-edge")
+    # The file's networks and the lab stack's own deny entries, nothing else.
+    assert {*long_deny, f"{denied.address}/32"} <= set(on_host[2:]) and len(on_host) - 2 < 100_001 + 10
     summary = result.outputs["access"].value["denySummary"]
-    assert summary["networks"] == 100_001 and summary["enforcedAt"] == "both"
+    assert summary["networks"] >= 100_001 and summary["enforcedAt"] == "both"
 
     # One network changes: the denied visitor leaves the list, another network joins it.
     master, processes = edge.lab.master_pid(), edge.lab.haproxy_pids()
@@ -85,11 +104,4 @@ def test_long_lists_converge_refuse_at_the_edge_and_change_without_a_reload(edge
     assert enforced, "the denied visitor passes once it left the list"
     assert count["requests"] > 50 and count["failed"] == 0, count
     assert edge.lab.master_pid() == master and edge.lab.haproxy_pids() == processes, "no reload"
-    assert edge.lab.host_path(DENY_FILE).read_text().splitlines()[-1] == "10.255.255.0/32"
-
-    # Lists gone: their files leave the host, every visitor passes.
-    stack.remove_config("source-ip-edge:access.denyFrom", path=True)
-    stack.remove_config("source-ip-edge:access.allowFrom", path=True)
-    assert edge.up().summary.result == "succeeded"
-    assert wait_until(lambda: not edge.lab.host_path(DENY_FILE).exists(), 10)
-    assert _passes(edge, passing) and _passes(edge, denied)
+    assert "10.255.255.0/32" in edge.lab.host_path(DENY_FILE).read_text().splitlines()

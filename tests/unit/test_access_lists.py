@@ -76,9 +76,9 @@ def test_missing_unreadable_and_repeated_files_are_refused(tmp_path: Path) -> No
         _config(tmp_path, denyFrom=["a.txt", "./a.txt"])
 
 
-def test_enforcement_points_default_to_both_and_are_checked(tmp_path: Path) -> None:
+def test_enforcement_points_default_to_the_gateway_and_are_checked(tmp_path: Path) -> None:
     config = _config(tmp_path, allow=["192.0.2.0/24"])
-    assert (config.access.allow_at, config.access.deny_at) == ("both", "both")
+    assert (config.access.allow_at, config.access.deny_at) == ("gateway", "gateway")
     with pytest.raises(ConfigError, match=r"^source-ip-edge:access.denyAt: "):
         _config(tmp_path, denyAt="haproxy")
 
@@ -113,7 +113,9 @@ def test_the_edge_rules_come_before_any_byte_is_forwarded_and_the_config_names_f
 
 
 def test_the_edge_list_file_is_merged_and_loads_in_haproxy(tmp_path: Path) -> None:
-    config = _config(tmp_path, deny=["192.0.2.0/25", "192.0.2.128/25", "2001:db8::/33", "2001:db8:8000::/33"])
+    config = _config(
+        tmp_path, deny=["192.0.2.0/25", "192.0.2.128/25", "2001:db8::/33", "2001:db8:8000::/33"], denyAt="edge"
+    )
     (deny,) = render_edge_lists(config.access)
     assert deny.text.splitlines()[2:] == ["192.0.2.0/24", "2001:db8::/32"] and deny.entries == 2
     assert deny.text.startswith("# Managed by source-ip-edge")

@@ -51,12 +51,9 @@ def test_dev_renders_one_host_with_config_and_scripts(rendered, tmp_path):
     host = dev / "haproxy" / "edge-dev-1"
     assert sorted(p.name for p in host.iterdir()) == [
         "apply.sh",
-        "deny_list_apply.sh",
-        "deny_list_remove.sh",
         "haproxy.cfg",
         "install.sh",
         "restore.sh",
-        "source-ip-edge-deny.acl",
         "uninstall.sh",
     ]
     cfg = (host / "haproxy.cfg").read_text()
