@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pulumi
 import pytest
@@ -14,6 +13,7 @@ from components.config import ConfigError, parse_stack_config
 from components.istio_mesh.gateway_api import cluster_crd_versions
 
 from .conftest import valid_raw
+from .json_api_handler import JsonApiHandler
 from .program_harness import Run, run_program
 
 COMMAND = "command:remote:Command"
@@ -146,7 +146,7 @@ def test_the_cluster_is_not_read_when_the_stack_installs_the_crds_or_uses_the_ch
 # ---------------------------------------------------------------------------- the cluster read
 
 
-class _FakeApiServer(BaseHTTPRequestHandler):
+class _FakeApiServer(JsonApiHandler):
     """Answers the one request the read makes, as kube-apiserver does: the CRD, or a 404 Status."""
 
     crds: dict[str, list[tuple[str, bool]]] = {}
@@ -183,17 +183,6 @@ class _FakeApiServer(BaseHTTPRequestHandler):
             self._send(
                 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
             )
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture

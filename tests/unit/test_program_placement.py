@@ -4,9 +4,8 @@ ready one, naming the key."""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pulumi
@@ -18,6 +17,7 @@ from components.istio_gateway.placement import NodeSeen, PodSeen
 from components.istio_mesh.gateway_api import cluster_gateway_placement
 
 from .conftest import valid_raw
+from .json_api_handler import JsonApiHandler
 from .program_harness import run_program
 
 
@@ -39,7 +39,7 @@ def _pod(name: str, node: str | None, ready: bool, terminating: bool = False) ->
     }
 
 
-class _FakeApiServer(BaseHTTPRequestHandler):
+class _FakeApiServer(JsonApiHandler):
     nodes: list[dict] = []
     pods: list[dict] = []
     selectors: list[str] = []
@@ -55,17 +55,6 @@ class _FakeApiServer(BaseHTTPRequestHandler):
             self.selectors.append(parse_qs(url.query).get("labelSelector", [""])[0])
             return self._send(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": self.pods})
         return self._send(404, {"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound"})
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
