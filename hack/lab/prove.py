@@ -171,17 +171,22 @@ def envoy_saw(lines: list[str]) -> str:
     return ", ".join(sorted(set(seen))) or "(no log line)"
 
 
-def live_traffic_rows(lab: Lab, attempts: int = 3) -> list[tuple]:
+def live_traffic_rows(lab: Lab, settle_seconds: float = 30) -> list[tuple]:
     """One row per visitor address and scheme, on live traffic through HAProxy and the gateway's Envoy."""
     rows = []
     for visitor in lab.visitors:
         for scheme in ("http", "https"):
             want = "200" if visitor.allowed else ("403" if scheme == "http" else "closed")
-            for _ in range(attempts):  # a connection HAProxy sent to a node just going DOWN is retried
+            # Polled, bounded: until istiod has pushed the route to the backend and the backend's pod
+            # is ready, Envoy answers 404 or 503; a connection HAProxy sent to a node just going DOWN
+            # fails once. The verdict judged is the last one.
+            deadline = time.monotonic() + settle_seconds
+            while True:
                 before = lab.gateway_logs()
                 verdict, body = lab.visit(visitor, scheme)
-                if verdict == want:
+                if verdict == want or time.monotonic() > deadline:
                     break
+                time.sleep(0.5)
             lines: list[str] = []
             deadline = time.monotonic() + 3  # Envoy flushes its access log every second
             while not lines and time.monotonic() < deadline:
