@@ -78,7 +78,7 @@ rollback() {
 version=$(echo "prepare acl $LIST_FILE" | socat -t 10 stdio "UNIX-CONNECT:$STATS_SOCKET" 2>/dev/null |
   sed -n 's/^New version created: *\([0-9][0-9]*\).*/\1/p')
 [ -n "$version" ] || rollback "haproxy's runtime API did not prepare a new version of the $LIST_NAME list"
-# One session: `prompt` keeps it open for every line; each line answers with an empty line and the
+# One socket connection: `prompt` keeps it open for every line; each line answers with an empty line and the
 # prompt unless it fails. The new version is invisible to connections until its commit.
 { echo prompt
   networks "$staging" | sed "s|^|add acl @$version $LIST_FILE |"

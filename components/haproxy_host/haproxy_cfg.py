@@ -190,7 +190,7 @@ def _backend(frontend: Frontend, haproxy: HAProxySettings, gateway: GatewaySetti
         "    http-check expect status 200",
         # The check goes to the status port (`port`), so it carries no PROXY header: HAProxy adds
         # one to checks only without `port`/`addr`, or with check-send-proxy (configuration.txt).
-        # No `on-marked-down shutdown-sessions`: a draining gateway finishes the sessions it holds
+        # No `on-marked-down shutdown-sessions`: a draining gateway finishes the connections it holds
         # (HTTP/1.1 gets `Connection: close`, HTTP/2 a GOAWAY) until its drain ends; cutting them
         # when the node is marked DOWN would lose the requests in flight on them.
         f"    default-server check port {ports['status']} {_check_timing()} {send_proxy}",
