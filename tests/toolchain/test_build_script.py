@@ -11,6 +11,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Every step but the Pulumi CLI and the Python language host, which a `pulumi` on PATH replaces.
+STEPS_BESIDE_THE_ENGINE = {
+    "kubernetes",
+    "command",
+    "istioctl",
+    "etcd",
+    "kube-control-plane",
+    "kwok",
+    "istiod",
+    "helm",
+    "kube-proxy",
+    "pilot-agent",
+    "envoy",
+}
+
+
 @pytest.fixture(scope="module")
 def build():
     spec = importlib.util.spec_from_file_location("toolchain_build", ROOT / "hack" / "toolchain" / "build.py")
@@ -29,21 +45,7 @@ def test_every_step_is_keyed_by_its_own_versions_only(build) -> None:
     before = keys(build, versions)
     after = keys(build, dict(versions, ISTIO_MODULE_VERSION="v0.0.0-20990101000000-000000000000"))
 
-    assert set(before) == {
-        "pulumi",
-        "language-python",
-        "kubernetes",
-        "command",
-        "istioctl",
-        "etcd",
-        "kube-control-plane",
-        "kwok",
-        "istiod",
-        "helm",
-        "kube-proxy",
-        "pilot-agent",
-        "envoy",
-    }
+    assert set(before) == {"pulumi", "language-python", *STEPS_BESIDE_THE_ENGINE}
     # istioctl, istiod and pilot-agent share the istio.io/istio module version.
     assert {k for k in before if before[k] != after[k]} == {"istioctl", "istiod", "pilot-agent"}
 
@@ -85,19 +87,7 @@ def test_kube_proxy_is_a_step_of_its_own_that_leaves_the_control_planes_key_alon
 
 
 def test_an_external_pulumi_skips_the_cli_and_python_host(build) -> None:
-    assert set(keys(build, build.read_versions(), external=True)) == {
-        "kubernetes",
-        "command",
-        "istioctl",
-        "etcd",
-        "kube-control-plane",
-        "kwok",
-        "istiod",
-        "helm",
-        "kube-proxy",
-        "pilot-agent",
-        "envoy",
-    }
+    assert set(keys(build, build.read_versions(), external=True)) == STEPS_BESIDE_THE_ENGINE
 
 
 def test_env_puts_the_toolchain_first_and_keeps_state_under_build(build, tmp_path: Path) -> None:
