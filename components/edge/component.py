@@ -89,7 +89,7 @@ class SourceIpEdge(pulumi.ComponentResource):
             {"config": config, "provider": provider, "after": self.hosts, "previous_parent": self.policy},
             child,
         )
-        self.outputs = stack_outputs(config, haproxy_config)
+        self.outputs = stack_outputs(config, haproxy_config, self.policy.names)
         self.register_outputs(self.outputs)
 
 

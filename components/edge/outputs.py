@@ -5,6 +5,7 @@ Pure: imports nothing from pulumi.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from components.config import StackConfig
@@ -15,8 +16,12 @@ from components.source_ip_policy.policies import policy_names
 from components.trusted_peer_lock.envoy_filter import trusted_peer_filter, trusted_peer_filter_name
 
 
-def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
-    """The outputs for a stack whose hosts run `haproxy_config` (the rendered haproxy.cfg)."""
+def stack_outputs(
+    config: StackConfig, haproxy_config: str, authorization_policies: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The outputs for a stack whose hosts run `haproxy_config` (the rendered haproxy.cfg).
+    `authorization_policies`: their `namespace/name`s where the caller has rendered them already (a
+    long list is split across many, and rendering them again would double the work)."""
     haproxy, gateway, istio = config.haproxy, config.gateway, config.istio
     ports = gateway.backend_ports
     return {
@@ -44,7 +49,9 @@ def stack_outputs(config: StackConfig, haproxy_config: str) -> dict[str, Any]:
         },
         "numTrustedProxies": istio.trusted_proxy_hops,
         "envoyFilterName": f"{istio.namespace}/{envoy_filter_name(config)}" if envoy_filter(config) else None,
-        "authorizationPolicies": policy_names(config),
+        "authorizationPolicies": (
+            list(authorization_policies) if authorization_policies is not None else policy_names(config)
+        ),
         "trustedPeersFilterName": (
             f"{istio.namespace}/{trusted_peer_filter_name(config)}" if trusted_peer_filter(config) else None
         ),

@@ -25,10 +25,13 @@ class SourceIpPolicyArgs(TypedDict):
 class SourceIpPolicy(pulumi.ComponentResource):
     policies: list[k8s.apiextensions.CustomResource]
     """The AuthorizationPolicies, DENY before ALLOW."""
+    names: list[str]
+    """Their `namespace/name`s, in the same order (the stack output `authorizationPolicies`)."""
 
     def __init__(self, name: str, args: SourceIpPolicyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("source-ip-edge:istio:SourceIpPolicy", name, {}, opts)
         policy_opts = pulumi.ResourceOptions(parent=self, provider=args["provider"], depends_on=list(args["after"]))
         manifests = authorization_policies(args["config"])
         self.policies = [custom_resource(f"{name}-{m['metadata']['name']}", m, policy_opts) for m in manifests]
+        self.names = [f"{m['metadata']['namespace']}/{m['metadata']['name']}" for m in manifests]
         self.register_outputs({"policies": [m["metadata"]["name"] for m in manifests]})
